@@ -1,0 +1,1 @@
+"""Shared plumbing of the cp-migration tools: cluster access, parsing, CR access, errors, logs."""

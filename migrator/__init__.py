@@ -1,0 +1,1 @@
+"""cp-migrator: moves the legacy user configuration into the ConnectivityProxy CR."""

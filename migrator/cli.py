@@ -1,0 +1,45 @@
+"""cp-migrator command line: options in, core out, exit code from common.cli.run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@shared_options
+@click.option(
+    "--service-key-secret",
+    envvar="CP_SERVICE_KEY_SECRET",
+    default="connectivity-service-service-key",
+    show_default=True,
+    help="Secret in kyma-system with the Connectivity service key (shared tenant mode).",
+)
+def main(**params: Any) -> None:
+    """Move the legacy Connectivity Proxy configuration into the ConnectivityProxy CR.
+
+    Reads kyma-system/connectivity-proxy (key connectivity-proxy-config.yml) and the ports in
+    kyma-system/connectivity-proxy-info, writes them into the CR kyma-system/connectivity-proxy
+    and marks it connectivityproxy.sap.com/migrated=true.
+
+    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
+    """
+    service_key_secret = params.pop("service_key_secret")
+    options = options_from(params)
+
+    def body() -> None:
+        from common.cli import connect
+        from migrator.core import Settings, migrate
+
+        outcome = migrate(
+            connect(options, "migrator"),
+            Settings(dry_run=options.dry_run, service_key_secret=service_key_secret),
+        )
+        if outcome.diff and options.dry_run:
+            click.echo(outcome.diff, nl=False)
+        click.echo(outcome.summary)
+
+    run("migrator", options, body)

@@ -1,0 +1,141 @@
+"""The migrator step: observe -> plan -> apply -> mark (the mark rides in the same write)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from common import cr as crnames
+from common import diff
+from common.errors import ApiError, RefusedError, RetryableError
+from common.kube import METADATA_ONLY, Kube, resource_path
+from common.logs import fields
+from migrator import plan as planning
+
+log = logging.getLogger("migrator")
+
+STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy")
+CONFIG_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
+INFO_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy-info")
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    dry_run: bool = False
+    service_key_secret: str = planning.DEFAULT_SERVICE_KEY_SECRET
+
+
+@dataclass(frozen=True)
+class Outcome:
+    summary: str
+    diff: str = ""
+    changed: bool = False
+
+
+def migrate(kube: Kube, settings: Settings) -> Outcome:
+    """Run the step; retries the whole observe-plan-apply on a 409 a bounded number of times."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return _attempt(kube, settings)
+        except ApiError as err:
+            if err.status != 409 or attempt == MAX_ATTEMPTS:
+                raise
+            log.info(
+                "the CR changed while we worked; reading it again",
+                extra=fields(object=f"{crnames.NAMESPACE}/{crnames.NAME}", attempt=attempt),
+            )
+    raise AssertionError("unreachable")
+
+
+def _attempt(kube: Kube, settings: Settings) -> Outcome:
+    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    cr = crnames.get_cr(kube)
+    if cr is None:
+        raise RetryableError(
+            f"ConnectivityProxy {cr_name} does not exist yet (or its CRD is not installed); "
+            "the module creates it, so a later run will find it"
+        )
+    if crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
+        log.info("already migrated; nothing to do", extra=fields(object=cr_name))
+        return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
+
+    statefulset = kube.get(STATEFULSET_PATH, accept=METADATA_ONLY)
+    if not planning.legacy_installed(statefulset):
+        why = "is missing" if statefulset is None else f"lacks {planning.LEGACY_ANNOTATION}"
+        log.info(
+            f"no legacy installation: the StatefulSet {why}; nothing to migrate",
+            extra=fields(object="kyma-system/connectivity-proxy"),
+        )
+        return Outcome(summary="nothing to do: no legacy Connectivity Proxy installation")
+
+    inputs = planning.Inputs(
+        cr=cr,
+        config_map=kube.get(CONFIG_MAP_PATH),
+        info_map=kube.get(INFO_MAP_PATH),
+        service_key_secret=settings.service_key_secret,
+    )
+    secret = planning.secret_to_check(inputs)
+    if secret is not None:
+        secret_path = resource_path("", "v1", "secrets", crnames.NAMESPACE, secret)
+        # Metadata only: the tool never needs, and so never holds, the secret's values.
+        exists = kube.get(secret_path, accept=METADATA_ONLY) is not None
+        inputs = planning.Inputs(**{**inputs.__dict__, "secret_exists": exists})
+    plan = planning.plan(inputs)
+    for change in plan.changes:
+        log.info(
+            f"{change.path}: {change.reason}",
+            extra=fields(object=cr_name, field=change.path),
+        )
+
+    _validate_on_server(kube, plan.patch)
+    rendered = diff.unified(
+        {"spec": plan.spec_before}, {"spec": plan.spec_after}, f"{cr_name} (now)",
+        f"{cr_name} (migrated)",
+    )
+    if settings.dry_run:
+        return Outcome(
+            summary=f"dry run: would change {len(plan.changes)} field(s) of {cr_name} and mark it "
+            "migrated",
+            diff=rendered,
+        )
+
+    updated = kube.merge_patch(
+        crnames.CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict"
+    )
+    log.info("migrated and marked", extra=fields(object=cr_name, changes=len(plan.changes)))
+    crnames.record_event(
+        kube,
+        updated,
+        "Migrated",
+        f"cp-migrator moved the legacy configuration into the CR ({len(plan.changes)} field(s))",
+        "cp-migrator",
+    )
+    return Outcome(
+        summary=f"migrated {cr_name}: {len(plan.changes)} field(s) changed, marked migrated",
+        diff=rendered,
+        changed=True,
+    )
+
+
+def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
+    """Server-side dry run with strict field validation: an unknown field is an error here,
+    not something the CRD schema silently prunes."""
+    try:
+        kube.merge_patch(
+            crnames.CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict"
+        )
+    except ApiError as err:
+        if err.status not in (400, 422):
+            raise
+        problems = [
+            f"{cause.get('field') or '?'}: {cause.get('message', '')}".strip()
+            for cause in err.causes
+        ] or [err.api_message]
+        raise RefusedError(
+            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}: the apiserver rejects the "
+            f"migrated configuration (from ConfigMap {planning.CONFIG_MAP} key "
+            f"{planning.CONFIG_KEY}); the CR is unchanged",
+            details=problems,
+        ) from err

@@ -1,0 +1,57 @@
+"""Session-wide real control plane (kube-apiserver + etcd on 127.0.0.1) and per-test reset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import FIXTURES, SHARED_FIXTURES, Cluster
+from tests.support.controlplane import ControlPlane
+
+CP_CRD = FIXTURES / "crd-connectivityproxy.yaml"
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Cluster]:
+    """A control plane for the whole session; CP_TEST_KUBECONFIG reuses a running one."""
+    existing = os.environ.get("CP_TEST_KUBECONFIG")
+    if existing:
+        audit = os.environ.get("CP_TEST_AUDIT_LOG")
+        yield Cluster(Path(existing), Path(audit) if audit else None)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="cp-test-controlplane-"))
+    plane = ControlPlane(folder)
+    plane.start()
+    try:
+        cluster = Cluster(plane.kubeconfig, plane.audit_log)
+        cluster.apply_file(CP_CRD)
+        yield cluster
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def cluster(control_plane: Cluster) -> Iterator[Cluster]:
+    """The control plane with the ConnectivityProxy CRD installed and no test objects left."""
+    control_plane.reset()
+    control_plane.apply_file(CP_CRD)
+    yield control_plane
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"{SHARED_FIXTURES} is not present")
+    return SHARED_FIXTURES
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()) or "control_plane" in getattr(
+            item, "fixturenames", ()
+        ):
+            item.add_marker(pytest.mark.cluster)

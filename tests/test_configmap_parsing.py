@@ -1,0 +1,100 @@
+"""Pure units: strict, bounded YAML parsing and the ConfigMap digest."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from common.configmap import content_digest, parse_yaml_mapping
+from common.errors import RefusedError
+
+WHERE = "ConfigMap kyma-system/connectivity-proxy key connectivity-proxy-config.yml"
+
+
+def refusal(text: str) -> str:
+    with pytest.raises(RefusedError) as caught:
+        parse_yaml_mapping(text, WHERE)
+    message = str(caught.value)
+    assert WHERE in message
+    return message
+
+
+def test_a_plain_mapping_parses() -> None:
+    assert parse_yaml_mapping("a:\n  b: 1\nc: [x, y]\n", WHERE) == {"a": {"b": 1}, "c": ["x", "y"]}
+
+
+def test_crlf_line_endings_parse_like_lf() -> None:
+    assert parse_yaml_mapping("a:\r\n  b: 1\r\n", WHERE) == {"a": {"b": 1}}
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    assert "line 2" in refusal("a: 1\nb: [unclosed\n")
+
+
+def test_tabs_are_explained() -> None:
+    assert "tabs" in refusal("a:\n\tb: 1\n")
+
+
+def test_duplicate_keys_are_refused_with_both_lines() -> None:
+    message = refusal("a: 1\nb: 2\na: 3\n")
+    assert "duplicate key 'a' at line 3" in message
+    assert "line 1" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("- a\n- b\n", "a list"), ("just text\n", "str scalar"), ("42\n", "int scalar")],
+)
+def test_a_document_that_is_no_mapping_is_refused(text: str, kind: str) -> None:
+    assert kind in refusal(text)
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "# only a comment\n", "---\n"])
+def test_an_empty_document_is_refused(text: str) -> None:
+    assert "empty" in refusal(text)
+
+
+def test_several_documents_are_refused() -> None:
+    assert "single document" in refusal("a: 1\n---\nb: 2\n")
+
+
+def test_a_yaml_bomb_is_refused_within_a_second() -> None:
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in "bcdefghij":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join(['*' + previous] * 9)}]\n"
+    started = time.monotonic()
+    assert "alias" in refusal(bomb)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_reasonable_alias_is_fine() -> None:
+    assert parse_yaml_mapping("base: &b {x: 1}\nother: *b\n", WHERE) == {
+        "base": {"x": 1},
+        "other": {"x": 1},
+    }
+
+
+def test_null_values_are_refused_with_their_path() -> None:
+    assert ".servers.proxy" in refusal("servers:\n  proxy:\n")
+
+
+def test_non_string_keys_are_refused() -> None:
+    assert "key 80" in refusal("ports:\n  80: http\n")
+
+
+def test_dates_are_refused_rather_than_turned_into_objects() -> None:
+    assert ".since" in refusal("since: 2024-01-01\n")
+
+
+def test_oversized_documents_are_refused() -> None:
+    assert "bytes" in refusal("a: " + "x" * (1024 * 1024 + 1) + "\n")
+
+
+def test_digest_is_canonical_and_content_only() -> None:
+    one = {"data": {"b": "2", "a": "1"}, "metadata": {"name": "x"}}
+    two = {"data": {"a": "1", "b": "2"}, "binaryData": {}, "metadata": {"name": "y"}}
+    assert content_digest(one) == content_digest(two)
+    assert content_digest(one) != content_digest({"data": {"a": "1"}})
+    assert content_digest(one).startswith("sha256:")
