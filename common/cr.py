@@ -34,12 +34,12 @@ def ref(obj: dict[str, Any]) -> str:
     return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
 
 
-def annotations(obj: dict[str, Any]) -> dict[str, str]:
+def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
 def is_marked(obj: dict[str, Any], *keys: str) -> bool:
-    found = annotations(obj)
+    found = annotations_of(obj)
     return any(found.get(key) == "true" for key in keys)
 
 

@@ -76,7 +76,9 @@ class ApiError(RetryableError):
         if not isinstance(causes, list):
             return []
         return [
-            {str(k): str(v) for k, v in cause.items()} for cause in causes if isinstance(cause, dict)
+            {str(k): str(v) for k, v in cause.items()}
+            for cause in causes
+            if isinstance(cause, dict)
         ]
 
 

@@ -15,7 +15,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -77,9 +77,7 @@ class Kube:
         self.connection = connection
         self.user_agent = user_agent
         self.retry_seconds = retry_seconds or float(os.environ.get("CP_RETRY_SECONDS", "30"))
-        self.request_timeout = request_timeout or float(
-            os.environ.get("CP_REQUEST_TIMEOUT", "15")
-        )
+        self.request_timeout = request_timeout or float(os.environ.get("CP_REQUEST_TIMEOUT", "15"))
         self._token = connection.bearer_token()
         self._transport = transport or _Urllib3Transport(connection, pool_size)
         self.request_count = 0
@@ -91,7 +89,7 @@ class Kube:
         method: str,
         path: str,
         *,
-        query: dict[str, str | int] | None = None,
+        query: Mapping[str, str | int] | None = None,
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",

@@ -170,10 +170,11 @@ def _via_kubernetes_client(paths: list[str], context: str, source: str) -> Conne
     from kubernetes import client, config
 
     configuration = client.Configuration()
-    loader = config.kube_config.KubeConfigMerger(os.pathsep.join(paths))
-    config.kube_config.KubeConfigLoader(
-        config_dict=loader.config, active_context=context, config_base_path=None
-    ).load_and_set(configuration)
+    merger = config.kube_config.KubeConfigMerger(os.pathsep.join(paths))  # type: ignore[no-untyped-call]
+    loader = config.kube_config.KubeConfigLoader(  # type: ignore[no-untyped-call]
+        config_dict=merger.config, active_context=context, config_base_path=None
+    )
+    loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
     auth = configuration.api_key.get("authorization", "")
     return Connection(
         server=configuration.host.rstrip("/"),

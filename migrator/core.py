@@ -91,7 +91,9 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
 
     _validate_on_server(kube, plan.patch)
     rendered = diff.unified(
-        {"spec": plan.spec_before}, {"spec": plan.spec_after}, f"{cr_name} (now)",
+        {"spec": plan.spec_before},
+        {"spec": plan.spec_after},
+        f"{cr_name} (now)",
         f"{cr_name} (migrated)",
     )
     if settings.dry_run:

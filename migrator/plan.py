@@ -65,13 +65,15 @@ class Plan:
 
 
 def legacy_installed(statefulset: dict[str, Any] | None) -> bool:
-    return statefulset is not None and LEGACY_ANNOTATION in crnames.annotations(statefulset)
+    return statefulset is not None and LEGACY_ANNOTATION in crnames.annotations_of(statefulset)
 
 
 def user_config(config_map: dict[str, Any] | None) -> dict[str, Any]:
     """The user's configuration from the legacy ConfigMap, or a refusal naming what is wrong."""
     if config_map is None:
-        raise RefusedError(f"ConfigMap {CONFIG_MAP} is missing: there is no configuration to migrate")
+        raise RefusedError(
+            f"ConfigMap {CONFIG_MAP} is missing: there is no configuration to migrate"
+        )
     data = config_map.get("data") or {}
     if CONFIG_KEY not in data:
         if CONFIG_KEY in (config_map.get("binaryData") or {}):
@@ -196,9 +198,11 @@ def _leaf_paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...
     return [prefix]
 
 
-def _differences(
-    before: Any, after: Any, path: tuple[str, ...]
-) -> list[tuple[str, Any, Any]]:
+def _differences(before: Any, after: Any, path: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    if before is MISSING and isinstance(after, dict) and after:
+        before = {}
+    if after is MISSING and isinstance(before, dict) and before:
+        after = {}
     if isinstance(before, dict) and isinstance(after, dict):
         found: list[tuple[str, Any, Any]] = []
         for key in sorted(set(before) | set(after)):

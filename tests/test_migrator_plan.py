@@ -104,7 +104,9 @@ def test_every_change_has_a_reason() -> None:
     assert "kyma-system/connectivity-proxy" in changes["spec.config.subaccountId"]
 
 
-@pytest.mark.parametrize("value", ["0", "65536", "-1", "http", " 20003", "20003 ", "2e3", "", "1.5"])
+@pytest.mark.parametrize(
+    "value", ["0", "65536", "-1", "http", " 20003", "20003 ", "2e3", "", "1.5"]
+)
 def test_bad_ports_are_refused_naming_the_key(value: str) -> None:
     info = copy.deepcopy(INFO)
     info["data"]["onpremise_socks5_proxy_port"] = value
@@ -151,7 +153,7 @@ def test_dedicated_mode_leaves_secret_config_alone() -> None:
 def test_missing_config_map_and_key_are_refused() -> None:
     with pytest.raises(RefusedError, match="is missing"):
         planning.plan(inputs(config_map=None))
-    with pytest.raises(RefusedError, match="has no key connectivity-proxy-config.yml"):
+    with pytest.raises(RefusedError, match=r"has no key connectivity-proxy-config\.yml"):
         planning.plan(inputs(config_map={"data": {"other": "x"}}))
     with pytest.raises(RefusedError, match="binaryData"):
         planning.plan(inputs(config_map={"binaryData": {planning.CONFIG_KEY: "eA=="}}))

@@ -101,8 +101,13 @@ class Cluster:
                 if err.status != 409:
                     raise
                 current = self.kube.request("GET", path_of(obj))
-                replacement = {**obj, "metadata": {**obj["metadata"],
-                               "resourceVersion": current["metadata"]["resourceVersion"]}}
+                replacement = {
+                    **obj,
+                    "metadata": {
+                        **obj["metadata"],
+                        "resourceVersion": current["metadata"]["resourceVersion"],
+                    },
+                }
                 self.kube.replace(path_of(obj), replacement)
             if obj["kind"] == "CustomResourceDefinition":
                 self.wait_established(obj["metadata"]["name"])
@@ -123,8 +128,10 @@ class Cluster:
             else:
                 return
         try:
-            self.kube.create(resource_path("", "v1", "namespaces"),
-                             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            self.kube.create(
+                resource_path("", "v1", "namespaces"),
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            )
         except ApiError as err:
             if err.status != 409:
                 raise
@@ -143,8 +150,9 @@ class Cluster:
             time.sleep(0.05)
 
     def wait_established(self, crd_name: str, timeout: float = 30.0) -> None:
-        path = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-                             name=crd_name)
+        path = resource_path(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions", name=crd_name
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             crd = self.kube.get(path)
@@ -159,8 +167,9 @@ class Cluster:
         raise TimeoutError(f"CRD {crd_name} not established within {timeout}s")
 
     def delete_crd(self, crd_name: str, timeout: float = 30.0) -> None:
-        path = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-                             name=crd_name)
+        path = resource_path(
+            "apiextensions.k8s.io", "v1", "customresourcedefinitions", name=crd_name
+        )
         self.kube.delete(path)
         deadline = time.monotonic() + timeout
         while self.kube.get(path) is not None:
@@ -168,16 +177,22 @@ class Cluster:
                 raise TimeoutError(f"CRD {crd_name} not deleted within {timeout}s")
             time.sleep(0.1)
 
-    def get(self, group: str, version: str, plural: str, namespace: str | None,
-            name: str) -> dict[str, Any] | None:
+    def get(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         return self.kube.get(resource_path(group, version, plural, namespace, name))
 
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("", "v1", "configmaps", namespace, name)
 
     def cr(self) -> dict[str, Any] | None:
-        return self.get("connectivityproxy.sap.com", "v1", "connectivityproxies",
-                        "kyma-system", "connectivity-proxy")
+        return self.get(
+            "connectivityproxy.sap.com",
+            "v1",
+            "connectivityproxies",
+            "kyma-system",
+            "connectivity-proxy",
+        )
 
     def served(self, group: str, version: str) -> set[str]:
         found = self.kube.get(f"/apis/{group}/{version}" if group else f"/api/{version}")
@@ -244,8 +259,9 @@ class Cluster:
         )
         return ToolResult(result.exit_code, result.stdout, result.stderr)
 
-    def run_process(self, module: str, *args: str, env: dict[str, str] | None = None,
-                    timeout: float = 120) -> ToolResult:
+    def run_process(
+        self, module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> ToolResult:
         """Run a tool as its own process (`python -m module`), as an init container would."""
         completed = subprocess.run(
             [sys.executable, "-m", module, "--kubeconfig", str(self.kubeconfig), *args],

@@ -11,6 +11,7 @@ garbage-collected, so tests delete objects one by one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,8 +58,22 @@ def make_pki(folder: Path) -> None:
     """A small CA, a serving certificate for 127.0.0.1/localhost, an admin client certificate
     in system:masters, and the service-account signing key pair."""
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=cp-migration-test-ca", cwd=folder)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=cp-migration-test-ca",
+        cwd=folder,
+    )
     (folder / "san.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
         "extendedKeyUsage=serverAuth\n"
@@ -68,11 +83,37 @@ def make_pki(folder: Path) -> None:
         ("serving", "/CN=kube-apiserver", "san.ext"),
         ("admin", "/O=system:masters/CN=cp-admin", "client.ext"),
     ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", subject, cwd=folder)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "3650", "-out", f"{name}.crt", "-extfile", ext,
-                 cwd=folder)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=folder,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            ext,
+            cwd=folder,
+        )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
@@ -112,13 +153,27 @@ class ControlPlane:
         peer_url = f"http://127.0.0.1:{peer_port}"
         self.etcd = subprocess.Popen(
             [
-                str(bins / "etcd"), "--data-dir", str(self.folder / "etcd"), "--name", "test",
-                "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-                "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                "--initial-cluster", f"test={peer_url}", "--unsafe-no-fsync",
-                "--log-level", "warn",
+                str(bins / "etcd"),
+                "--data-dir",
+                str(self.folder / "etcd"),
+                "--name",
+                "test",
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"test={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
             ],
-            stdout=open(logs / "etcd.log", "wb"), stderr=subprocess.STDOUT,
+            stdout=open(logs / "etcd.log", "wb"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         (self.folder / "audit-policy.yaml").write_text(AUDIT_POLICY)
@@ -127,7 +182,8 @@ class ControlPlane:
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.folder / 'certs'}",
                 f"--tls-cert-file={pki / 'serving.crt'}",
@@ -145,7 +201,8 @@ class ControlPlane:
                 "--audit-log-mode=blocking",
                 "--v=0",
             ],
-            stdout=open(logs / "kube-apiserver.log", "wb"), stderr=subprocess.STDOUT,
+            stdout=open(logs / "kube-apiserver.log", "wb"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self._write_kubeconfig()
@@ -154,17 +211,35 @@ class ControlPlane:
 
     def _write_kubeconfig(self) -> None:
         pki = self.pki
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {
-                "server": self.server, "certificate-authority": str(pki / "ca.crt")}}],
-            "users": [{"name": "admin", "user": {
-                "client-certificate": str(pki / "admin.crt"),
-                "client-key": str(pki / "admin.key")}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
-            "current-context": "test",
-        }, indent=2))
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "test",
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority": str(pki / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [
+                        {
+                            "name": "admin",
+                            "user": {
+                                "client-certificate": str(pki / "admin.crt"),
+                                "client-key": str(pki / "admin.key"),
+                            },
+                        }
+                    ],
+                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+                    "current-context": "test",
+                },
+                indent=2,
+            )
+        )
 
     def _write_pids(self) -> None:
         assert self.etcd and self.apiserver
@@ -210,10 +285,8 @@ class ControlPlane:
 
 
 def _stop_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,274 @@
+"""The migrator against the real control plane."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.support import legacy
+from tests.support.cluster import FIXTURES, Cluster, load_manifests
+
+MIGRATOR = "migrator.cli:main"
+MIGRATED = "connectivityproxy.sap.com/migrated"
+
+
+def user_config() -> dict[str, object]:
+    loaded = yaml.safe_load(legacy.legacy_configmap()["data"][legacy.CONFIG_KEY])
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_migrates_config_and_ports_and_marks_the_cr(cluster: Cluster) -> None:
+    legacy.install(cluster)
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0, result.output
+    cr = cluster.cr()
+    assert cr is not None
+    assert cr["metadata"]["annotations"][MIGRATED] == "true"
+    config = cr["spec"]["config"]
+    wanted = user_config()
+    assert config["subaccountId"] == wanted["subaccountId"]
+    assert (
+        config["servers"]["businessDataTunnel"]["externalHost"]
+        == (
+            wanted["servers"]["businessDataTunnel"]["externalHost"]  # type: ignore[index]
+        )
+    )
+    assert config["servers"]["proxy"]["http"]["port"] == 20003
+    assert config["servers"]["proxy"]["rfcAndLdap"]["port"] == 20001
+    assert config["servers"]["proxy"]["socks5"]["port"] == 20004
+    # What the user did not set keeps the CR's value.
+    assert config["serviceChannels"] == {"enabled": True}
+    assert "migrated" in result.stdout.splitlines()[-1]
+
+
+def test_keeps_fields_it_does_not_own(cluster: Cluster) -> None:
+    cr = legacy.default_cr()
+    cr["metadata"]["labels"] = {"team": "network"}
+    cr["metadata"]["annotations"] = {"note": "keep me"}
+    cr["spec"]["deployment"]["replicaCount"] = 3
+    cr["spec"]["deployment"]["image"]["tag"] = "9.9.9"
+    cr["spec"]["ingress"]["className"] = "nginx"
+    legacy.install(cluster, cr=cr)
+    assert cluster.run(MIGRATOR).exit_code == 0
+    after = cluster.cr()
+    assert after is not None
+    assert after["metadata"]["labels"] == {"team": "network"}
+    assert after["metadata"]["annotations"]["note"] == "keep me"
+    assert after["spec"]["deployment"]["replicaCount"] == 3
+    assert after["spec"]["deployment"]["image"]["tag"] == "9.9.9"
+    assert after["spec"]["ingress"] == cr["spec"]["ingress"]
+    assert after["spec"]["secretConfig"] == cr["spec"]["secretConfig"]
+
+
+def test_a_second_run_changes_nothing(cluster: Cluster) -> None:
+    legacy.install(cluster)
+    assert cluster.run(MIGRATOR).exit_code == 0
+    first = cluster.cr()
+    again = cluster.run(MIGRATOR)
+    assert again.exit_code == 0
+    assert "already migrated" in again.output
+    second = cluster.cr()
+    assert first and second
+    assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+def test_a_missing_cr_is_exit_1(cluster: Cluster) -> None:
+    legacy.install(cluster, with_cr=False)
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 1
+    assert "kyma-system/connectivity-proxy does not exist" in result.output
+
+
+def test_no_legacy_statefulset_is_nothing_to_do(cluster: Cluster) -> None:
+    legacy.install(cluster, with_statefulset=False)
+    before = cluster.cr()
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0
+    assert "no legacy installation" in result.output
+    after = cluster.cr()
+    assert before and after
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_a_statefulset_without_the_reconciler_annotation_is_not_legacy(cluster: Cluster) -> None:
+    legacy.install(cluster, with_statefulset=False)
+    statefulset = legacy.legacy_statefulset()
+    del statefulset["metadata"]["annotations"]
+    cluster.apply([statefulset])
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0
+    assert "lacks reconciler.kyma-project.io" in result.output
+    cr = cluster.cr()
+    assert cr and MIGRATED not in (cr["metadata"].get("annotations") or {})
+
+
+def test_an_unknown_field_is_refused_not_pruned(cluster: Cluster) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY] + "madeUpSetting: 1\n"
+    legacy.install(cluster, config_text=text)
+    before = cluster.cr()
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 3, result.output
+    assert "madeUpSetting" in result.output
+    after = cluster.cr()
+    assert before and after
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_a_pattern_violation_is_refused_naming_the_field(cluster: Cluster) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+        "subaccountId: ", "subaccountId: a/"
+    )
+    legacy.install(cluster, config_text=text)
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 3, result.output
+    assert "spec.config.subaccountId" in result.output
+
+
+def test_a_bad_port_is_refused_naming_the_key(cluster: Cluster) -> None:
+    legacy.install(cluster, info=legacy.legacy_info(onpremise_proxy_http_port="99999"))
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 3
+    assert "onpremise_proxy_http_port" in result.output
+
+
+def test_shared_mode_needs_the_secret(cluster: Cluster) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+        "tenantMode: dedicated", "tenantMode: shared"
+    )
+    legacy.install(cluster, config_text=text)
+    refused = cluster.run(MIGRATOR)
+    assert refused.exit_code == 3
+    assert "kyma-system/connectivity-service-service-key" in refused.output
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "connectivity-service-service-key",
+                    "namespace": "kyma-system",
+                },
+                "stringData": {"service_key": "CANARY-SECRET-VALUE"},
+            }
+        ]
+    )
+    done = cluster.run(MIGRATOR)
+    assert done.exit_code == 0, done.output
+    assert "CANARY-SECRET-VALUE" not in done.output
+    cr = cluster.cr()
+    assert cr is not None
+    assert cr["spec"]["secretConfig"]["integration"]["connectivityService"]["secretName"] == (
+        "connectivity-service-service-key"
+    )
+
+
+def test_service_key_secret_option_comes_from_the_environment(cluster: Cluster) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+        "tenantMode: dedicated", "tenantMode: shared"
+    )
+    legacy.install(cluster, config_text=text)
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "my-service-key", "namespace": "kyma-system"},
+                "stringData": {"service_key": "x"},
+            }
+        ]
+    )
+    result = cluster.run(MIGRATOR, env={"CP_SERVICE_KEY_SECRET": "my-service-key"})
+    assert result.exit_code == 0, result.output
+    cr = cluster.cr()
+    assert cr is not None
+    assert cr["spec"]["secretConfig"]["integration"]["connectivityService"]["secretName"] == (
+        "my-service-key"
+    )
+
+
+def test_dry_run_prints_a_diff_and_changes_nothing(cluster: Cluster) -> None:
+    legacy.install(cluster)
+    before = cluster.cr()
+    result = cluster.run(MIGRATOR, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "+        externalHost: cp." in result.stdout
+    assert "-        externalHost: auto-provision" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("dry run:")
+    after = cluster.cr()
+    assert before and after
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_dry_run_of_a_refused_config_exits_3(cluster: Cluster) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY] + "madeUpSetting: 1\n"
+    legacy.install(cluster, config_text=text)
+    assert cluster.run(MIGRATOR, "--dry-run").exit_code == 3
+
+
+def test_runs_as_a_process_with_json_logs(cluster: Cluster) -> None:
+    legacy.install(cluster)
+    result = cluster.run_process("migrator")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all({"ts", "level", "msg"} <= set(line) for line in lines)
+    assert any(line.get("object") == "kyma-system/connectivity-proxy" for line in lines)
+
+
+def test_every_fleet_configmap_migrates(cluster: Cluster, shared_fixtures: object) -> None:
+    """The 133 production ConfigMaps, onto the module's real CRD, with nothing lost."""
+    from pathlib import Path
+
+    folder = Path(str(shared_fixtures))
+    cluster.apply_file(folder / "connectivityproxy-crd.yaml")
+    fleet = load_manifests(folder / "fleet-configmaps.yaml")
+    assert len(fleet) == 133
+    try:
+        for index, configmap in enumerate(fleet):
+            cluster.reset()
+            for key in ("uid", "resourceVersion", "creationTimestamp"):
+                configmap["metadata"].pop(key, None)
+            config = yaml.safe_load(configmap["data"][legacy.CONFIG_KEY])
+            objects = [configmap]
+            if config.get("tenantMode") == "shared":
+                objects.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {
+                            "name": "connectivity-service-service-key",
+                            "namespace": "kyma-system",
+                        },
+                        "stringData": {"service_key": "{}"},
+                    }
+                )
+            legacy.install(cluster, configmap=configmap)
+            cluster.apply(objects)
+            result = cluster.run(MIGRATOR)
+            assert result.exit_code == 0, f"fleet ConfigMap #{index}: {result.output}"
+            cr = cluster.cr()
+            assert cr is not None
+            assert_contains(cr["spec"]["config"], config, f"#{index} spec.config")
+    finally:
+        cluster.apply_file(FIXTURES / "crd-connectivityproxy.yaml")
+
+
+def assert_contains(actual: object, expected: object, path: str) -> None:
+    """Every value the user wrote is in the CR (ports aside, which the info ConfigMap sets)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), path
+        for key, value in expected.items():
+            assert key in actual, f"{path}.{key} was dropped"
+            assert_contains(actual[key], value, f"{path}.{key}")
+    elif not path.endswith(".port"):
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+@pytest.mark.parametrize("env_var", ["CP_DRY_RUN"])
+def test_options_come_from_environment_variables(cluster: Cluster, env_var: str) -> None:
+    legacy.install(cluster)
+    result = cluster.run(MIGRATOR, env={env_var: "1"})
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[-1].startswith("dry run:")
