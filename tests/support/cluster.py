@@ -53,7 +53,7 @@ def load_manifests(path: Path) -> list[dict[str, Any]]:
 
 def plural_of(obj: dict[str, Any]) -> str:
     kind = str(obj["kind"]).lower()
-    if kind.endswith("y") and not kind.endswith("ey"):
+    if kind.endswith("y") and kind[-2:-1] not in ("a", "e", "o", "u"):
         return kind[:-1] + "ies"
     if kind.endswith("s"):
         return kind + "es"
