@@ -1,1 +1,1 @@
-"""cp-cleaner and cp-status: hand ServiceMappings to the new operator, remove the legacy installation."""
+"""cp-cleaner and cp-status: hand ServiceMappings over, remove the legacy installation."""
