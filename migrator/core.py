@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         secret_path = resource_path("", "v1", "secrets", crnames.NAMESPACE, secret)
         # Metadata only: the tool never needs, and so never holds, the secret's values.
         exists = kube.get(secret_path, accept=METADATA_ONLY) is not None
-        inputs = planning.Inputs(**{**inputs.__dict__, "secret_exists": exists})
+        inputs = dataclasses.replace(inputs, secret_exists=exists)
     plan = planning.plan(inputs)
     for change in plan.changes:
         log.info(
