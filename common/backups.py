@@ -40,3 +40,13 @@ def digest_problem(backup: dict[str, Any]) -> str | None:
     if actual != recorded:
         return f"its content digest {actual} differs from the recorded {recorded}"
     return None
+
+
+def format_missing(sources: list[str]) -> str:
+    """The value of MISSING_SOURCES_ANNOTATION: the missing source names, comma-separated."""
+    return ",".join(sources)
+
+
+def parse_missing(value: str | None) -> list[str]:
+    """The source names recorded in MISSING_SOURCES_ANNOTATION (none when it is unset)."""
+    return [name.strip() for name in (value or "").split(",") if name.strip()]

@@ -1,0 +1,3 @@
+from backup.cli import backup_main
+
+backup_main()

@@ -1,0 +1,67 @@
+"""cp-backup and cp-restore command lines: options in, core out, exit code from common.cli.run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@shared_options
+def backup_main(**params: Any) -> None:
+    """Keep a verified copy of the legacy Connectivity Proxy configuration.
+
+    Copies kyma-system/connectivity-proxy and kyma-system/connectivity-proxy-info into the
+    namespace connectivity-proxy-backup, reads them back, compares digests, and then marks the
+    CR kyma-system/connectivity-proxy connectivityproxy.sap.com/backed-up=true.
+
+    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
+    """
+    options = options_from(params)
+
+    def body() -> None:
+        from backup.core import Settings, backup
+        from common.cli import connect
+
+        outcome = backup(connect(options, "backup"), Settings(dry_run=options.dry_run))
+        if outcome.diff and options.dry_run:
+            click.echo(outcome.diff, nl=False)
+        click.echo(outcome.summary)
+
+    run("backup", options, body)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@shared_options
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite ConfigMaps in kyma-system that differ from their backups.",
+)
+def restore_main(**params: Any) -> None:
+    """Restore the legacy Connectivity Proxy configuration from its backup.
+
+    Verifies the backups in connectivity-proxy-backup, then creates kyma-system/connectivity-proxy
+    and kyma-system/connectivity-proxy-info where they are absent. One that exists and differs
+    is shown as a diff and left alone, unless --force.
+
+    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
+    """
+    force = params.pop("force")
+    options = options_from(params)
+
+    def body() -> None:
+        from backup.restore import Settings, restore
+        from common.cli import connect
+
+        outcome = restore(
+            connect(options, "restore"), Settings(dry_run=options.dry_run, force=force)
+        )
+        if outcome.diff and options.dry_run:
+            click.echo(outcome.diff, nl=False)
+        click.echo(outcome.summary)
+
+    run("restore", options, body)

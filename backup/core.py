@@ -1,0 +1,179 @@
+"""The backup step: observe -> plan -> apply -> verify -> mark, re-planned on a 409."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from backup import plan as planning
+from common import backups as names
+from common import cr as crnames
+from common.errors import ApiError, RetryableError
+from common.kube import Kube, resource_path
+from common.logs import fields
+
+log = logging.getLogger("backup")
+
+NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=names.NAMESPACE)
+MAX_ATTEMPTS = 5
+CR_NAME = f"{crnames.NAMESPACE}/{crnames.NAME}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    summary: str
+    diff: str = ""
+    changed: bool = False
+
+
+class StaleBackup(RetryableError):
+    """A backup read back is not what this run wrote: another run wrote it since."""
+
+
+def configmap_path(namespace: str, name: str | None = None) -> str:
+    return resource_path("", "v1", "configmaps", namespace, name)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backup(kube: Kube, settings: Settings) -> Outcome:
+    """Run the step. A 409 (another pod wrote the same backup first, or the CR moved) means
+    our view is stale: read everything again and re-plan, a bounded number of times."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return _attempt(kube, settings)
+        except ApiError as err:
+            if err.status != 409 or attempt == MAX_ATTEMPTS:
+                raise
+            log.info(
+                "an object changed while we worked; reading everything again",
+                extra=fields(object=_object_of(err.path), reason=err.reason, attempt=attempt),
+            )
+        except StaleBackup as err:
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.info(f"{err}; reading everything again", extra=fields(attempt=attempt))
+    raise AssertionError("unreachable")
+
+
+def _object_of(path: str) -> str:
+    """namespace/name from a REST path, for the log line about a conflict."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts:
+        at = parts.index("namespaces")
+        rest = parts[at + 1 :]
+        if len(rest) >= 3:
+            return f"{rest[0]}/{rest[2]}"
+        return rest[0] if rest else path
+    return path
+
+
+def _attempt(kube: Kube, settings: Settings) -> Outcome:
+    cr = crnames.get_cr(kube) if (crd := crnames.crd_exists(kube)) else None
+    skip = planning.skip_reason(crd, cr)
+    if skip is not None or cr is None:
+        log.info(skip, extra=fields(object=CR_NAME))
+        return Outcome(summary=f"nothing to do: {skip}")
+
+    namespace = kube.get(NAMESPACE_PATH)
+    if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+        raise RetryableError(
+            f"namespace {names.NAMESPACE} is being deleted (Terminating), so no backup can be "
+            "written into it; once it is gone, a later run creates it again"
+        )
+    inputs = planning.BackupInputs(
+        sources={
+            name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
+        },
+        backups={
+            name: kube.get(configmap_path(names.NAMESPACE, name)) if namespace else None
+            for name in names.SOURCES
+        },
+        namespace_exists=namespace is not None,
+        now=now(),
+    )
+    plan = planning.plan_backup(inputs)
+    if plan.create_namespace:
+        log.info("namespace is absent; creating it", extra=fields(object=names.NAMESPACE))
+    for action in plan.actions:
+        level = logging.WARNING if action.verb == planning.MISSING else logging.INFO
+        log.log(level, f"{action.verb}: {action.reason}", extra=fields(object=action.object))
+
+    rendered = planning.render(plan.actions)
+    if settings.dry_run:
+        planned = [f"{a.verb} {a.object}" for a in plan.writes]
+        if plan.create_namespace:
+            planned.insert(0, f"create namespace {names.NAMESPACE}")
+        return Outcome(
+            summary="dry run: would "
+            + (", ".join(planned) or "write nothing")
+            + f", then mark {CR_NAME} backed up",
+            diff=rendered,
+        )
+
+    if plan.create_namespace:
+        # A 409 here means another pod created it first: the retry loop re-observes.
+        kube.create(
+            resource_path("", "v1", "namespaces"),
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": names.NAMESPACE,
+                    "labels": {names.LABEL: names.LABEL_VALUE},
+                },
+            },
+        )
+    for action in plan.writes:
+        assert action.after is not None
+        name = action.after["metadata"]["name"]
+        if action.verb == planning.CREATE:
+            kube.create(configmap_path(names.NAMESPACE), action.after)
+        else:
+            # PUT carries the resourceVersion we read: a concurrent change is a 409, not lost.
+            kube.replace(configmap_path(names.NAMESPACE, name), action.after)
+        log.info(f"{action.verb}d the backup", extra=fields(object=action.object))
+
+    _verify(kube, plan)
+    # Marked last, and only under the CR's resourceVersion we started from.
+    marked = crnames.mark(kube, cr, plan.mark_annotations())
+    log.info(
+        "backed up and marked",
+        extra=fields(
+            object=CR_NAME,
+            annotation=crnames.ANNOTATION_BACKED_UP,
+            missing=names.format_missing(plan.missing) or None,
+        ),
+    )
+    copied = len(plan.expected_digests)
+    message = f"cp-backup keeps a verified copy of {copied} ConfigMap(s) in {names.NAMESPACE}"
+    if plan.missing:
+        message += f"; missing from {names.SOURCE_NAMESPACE}: {', '.join(plan.missing)}"
+    crnames.record_event(kube, marked, "BackedUp", message, "cp-backup")
+    return Outcome(summary=message, diff=rendered, changed=True)
+
+
+def _verify(kube: Kube, plan: planning.BackupPlan) -> None:
+    """Read every backup back: the CR is marked only when what is stored is what we meant."""
+    problems = []
+    for name, digest in plan.expected_digests.items():
+        stored = kube.get(configmap_path(names.NAMESPACE, name))
+        problem = planning.readback_problem(stored, digest)
+        if problem:
+            problems.append(f"ConfigMap {names.NAMESPACE}/{name}: {problem}")
+        else:
+            log.info(
+                "verified the backup's digest", extra=fields(object=f"{names.NAMESPACE}/{name}")
+            )
+    if problems:
+        raise StaleBackup(
+            "a backup read back does not match its source; the CR is not marked", details=problems
+        )

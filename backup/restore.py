@@ -1,0 +1,83 @@
+"""cp-restore: verify the backups, then bring both ConfigMaps back into kyma-system."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from backup import plan as planning
+from backup.core import Outcome, configmap_path
+from common import backups as names
+from common.configmap import content_digest
+from common.errors import ApiError, RetryableError
+from common.kube import Kube
+from common.logs import fields
+
+log = logging.getLogger("restore")
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    dry_run: bool = False
+    force: bool = False
+
+
+def restore(kube: Kube, settings: Settings) -> Outcome:
+    """Run the restore; a 409 (the target was created or changed meanwhile, for example by
+    the reconciler) means our view is stale: read again and re-plan, a bounded number of times."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return _attempt(kube, settings)
+        except ApiError as err:
+            if err.status != 409 or attempt == MAX_ATTEMPTS:
+                raise
+            log.info(
+                "a ConfigMap changed while we worked; reading everything again",
+                extra=fields(reason=err.reason, attempt=attempt),
+            )
+    raise AssertionError("unreachable")
+
+
+def _attempt(kube: Kube, settings: Settings) -> Outcome:
+    inputs = planning.RestoreInputs(
+        backups={name: kube.get(configmap_path(names.NAMESPACE, name)) for name in names.SOURCES},
+        targets={
+            name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
+        },
+        force=settings.force,
+    )
+    actions = planning.plan_restore(inputs)
+    for action in actions:
+        level = logging.WARNING if action.verb == planning.MISSING else logging.INFO
+        log.log(level, f"{action.verb}: {action.reason}", extra=fields(object=action.object))
+    rendered = planning.render(actions)
+    writes = [action for action in actions if action.writes]
+    if settings.dry_run:
+        planned = ", ".join(f"{a.verb} {a.object}" for a in writes)
+        return Outcome(summary=f"dry run: would {planned or 'change nothing'}", diff=rendered)
+    if not writes:
+        return Outcome(summary="nothing to do: every ConfigMap is identical to its backup")
+
+    for action in writes:
+        assert action.after is not None
+        name = action.after["metadata"]["name"]
+        if action.verb == planning.CREATE:
+            written = kube.create(configmap_path(names.SOURCE_NAMESPACE), action.after)
+        else:
+            # The body carries the resourceVersion and uid we read: a change since is a 409.
+            written = kube.replace(configmap_path(names.SOURCE_NAMESPACE, name), action.after)
+        backup = inputs.backups[name]
+        assert backup is not None
+        if content_digest(written) != content_digest(backup):
+            raise RetryableError(
+                f"ConfigMap {action.object} was written, but what the apiserver stored differs "
+                f"from the backup {names.NAMESPACE}/{name}; run cp-restore again"
+            )
+        log.info(f"{action.verb}d from the backup", extra=fields(object=action.object))
+    return Outcome(
+        summary="restored " + ", ".join(a.object for a in writes),
+        diff=rendered,
+        changed=True,
+    )
