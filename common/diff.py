@@ -24,8 +24,28 @@ def redact(value: Any) -> Any:
     return value
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (a ConfigMap's embedded YAML) as literal blocks, so that a diff
+    shows the lines that changed rather than one long quoted line."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
 def to_yaml(value: Any) -> str:
-    return yaml.safe_dump(redact(value), sort_keys=True, default_flow_style=False, width=1000)
+    return yaml.dump(
+        redact(value),
+        Dumper=_BlockDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        width=1000,
+        allow_unicode=False,
+    )
 
 
 def unified(before: Any, after: Any, before_name: str, after_name: str) -> str:
