@@ -29,6 +29,8 @@ log = logging.getLogger("kube")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+# For a LIST: the apiserver answers 406 to METADATA_ONLY on a collection.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 

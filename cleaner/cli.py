@@ -1,0 +1,37 @@
+"""cp-cleaner command line: options in, core out, exit code from common.cli.run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@shared_options
+def main(**params: Any) -> None:
+    """Hand ServiceMappings to the module and remove the legacy Connectivity Proxy.
+
+    Labels and annotates the ServiceMapping CRD and every ServiceMapping for the new operator,
+    deletes the legacy 2.9.3 objects (never those the module owns; the user configuration
+    only while it still matches its backup), then marks the CR kyma-system/connectivity-proxy
+    connectivityproxy.sap.com/cleaned=true. Refused before cp-backup has run.
+
+    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
+    """
+    options = options_from(params)
+
+    def body() -> None:
+        from cleaner.core import Settings, clean
+        from common.cli import connect
+
+        outcome = clean(connect(options, "cleaner"), Settings(dry_run=options.dry_run))
+        if outcome.report:
+            click.echo(outcome.report, nl=False)
+        click.echo(outcome.summary)
+        if outcome.refusal is not None:
+            raise outcome.refusal
+
+    run("cleaner", options, body)

@@ -1,0 +1,250 @@
+"""The cleaner step: observe -> plan -> apply -> mark.
+
+Reads: one discovery request, then per legacy kind and namespace a GET by name (one name) or a
+metadata-only LIST (several names): one request per group, and it shows each object's labels
+and ownerReferences, which the "owned by the module" rule needs before anything is deleted.
+Each DELETE then carries the uid that was read, so an object replaced in between is never
+deleted on the strength of what its predecessor looked like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cleaner import observe
+from cleaner import plan as planning
+from common import cr as crnames
+from common.errors import ApiError, RefusedError, RetryableError
+from common.kube import Kube, resource_path
+from common.logs import fields
+
+log = logging.getLogger("cleaner")
+
+CR_NAME = f"{crnames.NAMESPACE}/{crnames.NAME}"
+MAX_ATTEMPTS = 3
+# Matches the Kube client's connection pool (16): more threads would only queue for a socket.
+WORKERS = 16
+# Patches in flight at most, so thousands of ServiceMappings never pile up in memory.
+MAX_PENDING = 4 * WORKERS
+
+
+@dataclass(frozen=True)
+class Settings:
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    summary: str
+    report: str = ""  # the dry run's three lists
+    changed: bool = False
+    # A dry run still shows its lists when the real run would be refused; the CLI raises this.
+    refusal: RefusedError | None = None
+
+
+@dataclass
+class _Handover:
+    total: int = 0
+    patched: int = 0
+    would_patch: list[str] = field(default_factory=list)
+
+
+class _Moved(Exception):
+    """An object changed between observe and apply (a uid precondition failed): re-plan."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(ref)
+        self.ref = ref
+
+
+def clean(kube: Kube, settings: Settings) -> Outcome:
+    cr = crnames.get_cr(kube)
+    # A CR that exists proves its CRD does; the CRD is looked up only to say why there is none.
+    skip = planning.skip_reason(cr is not None or crnames.crd_exists(kube), cr)
+    if skip is not None or cr is None:
+        log.info(skip, extra=fields(object=CR_NAME))
+        return Outcome(summary=f"nothing to do: {skip}")
+    refusal = planning.refusal_before_backup(cr)
+    if refusal:
+        raise RefusedError(refusal)
+
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner") as pool:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return _attempt(kube, settings, cr, pool)
+            except _Moved as moved:
+                if attempt == MAX_ATTEMPTS:
+                    raise RetryableError(
+                        f"{moved.ref} keeps changing while the cleaner works; a later run "
+                        "will try again"
+                    ) from None
+                log.info(
+                    "the object changed while we worked; reading the cluster again",
+                    extra=fields(object=moved.ref, attempt=attempt),
+                )
+    raise AssertionError("unreachable")
+
+
+def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
+    backups_read = pool.submit(observe.read_backups, kube)
+    crd_read = pool.submit(observe.read_mapping_crd, kube)
+    reads, skipped = planning.reads(observe.discover(kube))
+    for kind in skipped:
+        log.info("kind not served by this cluster; skipped", extra=fields(kind=kind.name))
+    return planning.Inputs(
+        cr=cr,
+        found=observe.read_legacy(kube, reads, pool),
+        versions={read.kind: read.version for read in reads},
+        skipped_kinds=tuple(skipped),
+        backups=backups_read.result(),
+        mapping_crd=crd_read.result(),
+    )
+
+
+def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor) -> Outcome:
+    plan = planning.plan(_observe(kube, cr, pool))
+    for obj in plan.gone:
+        log.debug("already gone", extra=fields(object=obj.ref, kind=obj.kind.name))
+    for kept in plan.kept:
+        log.info(f"kept: {kept.reason}", extra=fields(object=kept.what))
+    refusal = (
+        RefusedError(f"refusing to clean {CR_NAME}: nothing was deleted", details=plan.refusals)
+        if plan.refusals
+        else None
+    )
+
+    if settings.dry_run:
+        # The report (stdout) lists each decision; the log only says what was read.
+        handover = _hand_over(kube, plan, pool, dry_run=True)
+        return Outcome(
+            summary=f"dry run: would delete {len(plan.all_deletes)} object(s), patch "
+            f"{len(handover.would_patch) + bool(plan.crd_patch)} object(s), keep "
+            f"{len(plan.kept)}; nothing changed",
+            report=planning.render(plan, handover.would_patch),
+            refusal=refusal,
+        )
+    if refusal:
+        raise refusal
+
+    deleted = sum(_delete(kube, delete) for delete in plan.deletes_first)
+    handover = _hand_over(kube, plan, pool, dry_run=False)
+    deleted += sum(pool.map(lambda delete: _delete(kube, delete), plan.deletes))
+    gone = len(plan.all_deletes) - deleted + len(plan.gone)
+    marked = _mark(kube, cr)
+    message = (
+        f"cp-cleaner removed {deleted} legacy object(s) ({gone} already gone, {len(plan.kept)} "
+        f"kept) and handed {handover.total} ServiceMapping(s) to the module"
+    )
+    crnames.record_event(kube, marked, "Cleaned", message, "cp-cleaner")
+    return Outcome(summary=f"{message}; marked {CR_NAME} cleaned", changed=True)
+
+
+def _delete(kube: Kube, delete: planning.Delete) -> bool:
+    """Delete one object under its preconditions; False when it was already gone."""
+    target = delete.target
+    kind = target.kind
+    path = resource_path(kind.group, delete.version, kind.resource, target.namespace, target.name)
+    try:
+        existed = kube.delete(path, uid=delete.uid, resource_version=delete.resource_version)
+    except ApiError as err:
+        if err.status != 409:
+            raise
+        if target in planning.USER_CONFIG_MAPS:
+            raise RefusedError(
+                f"ConfigMap {target.ref} changed after its backup was taken (its uid or "
+                f"resourceVersion no longer matches); it was not deleted and {CR_NAME} is not "
+                "marked. Check that the CR holds the intended configuration, then take a new "
+                "backup"
+            ) from err
+        raise _Moved(target.ref) from err
+    log.info(
+        f"deleted: {delete.reason}" if existed else "already gone",
+        extra=fields(object=target.ref, kind=kind.name),
+    )
+    return existed
+
+
+def _hand_over(kube: Kube, plan: planning.Plan, pool: Executor, *, dry_run: bool) -> _Handover:
+    """Label and annotate the ServiceMapping CRD and every ServiceMapping for the module."""
+    result = _Handover()
+    if plan.mapping_version is None:
+        log.info(
+            "ServiceMappings: no served CRD; nothing to hand over",
+            extra=fields(object=planning.MAPPING_CRD),
+        )
+        return result
+    if plan.crd_patch and not dry_run:
+        # Labels and annotations merge idempotently: no precondition needed, a repeat is a no-op.
+        kube.merge_patch(observe.MAPPING_CRD_PATH, plan.crd_patch.patch, retry_safe=True)
+        log.info("handed over the CRD", extra=fields(object=planning.MAPPING_CRD))
+    version = plan.mapping_version
+    pending: deque[Future[None]] = deque()
+    for page in observe.mapping_pages(kube, version):
+        for meta in page:
+            result.total += 1
+            patch = planning.handover_patch(meta)
+            if patch is None:
+                continue
+            result.patched += 1
+            if dry_run:
+                result.would_patch.append(
+                    f"{planning.MAPPING_PLURAL}.{planning.MAPPING_GROUP} "
+                    f"{observe.mapping_ref(meta)}  (hand over to the module)"
+                )
+                continue
+            pending.append(pool.submit(_patch_mapping, kube, version, meta, patch))
+            while len(pending) > MAX_PENDING:
+                pending.popleft().result()
+    while pending:
+        pending.popleft().result()
+    log.info(
+        "ServiceMappings handed over" if not dry_run else "ServiceMappings to hand over",
+        extra=fields(
+            object=planning.MAPPING_CRD,
+            total=result.total,
+            patched=result.patched,
+            already=result.total - result.patched,
+            scope="Namespaced" if plan.mappings_namespaced else "Cluster",
+        ),
+    )
+    return result
+
+
+def _patch_mapping(kube: Kube, version: str, meta: dict[str, Any], patch: dict[str, Any]) -> None:
+    # No uid precondition: a mapping recreated meanwhile must be handed over just the same, and
+    # merging labels and annotations is idempotent, so a repeat (retry, rerun) is harmless.
+    try:
+        kube.merge_patch(observe.mapping_path(version, meta), patch, retry_safe=True)
+    except ApiError as err:
+        if err.status != 404:  # deleted meanwhile: nothing left to hand over
+            raise
+        return
+    log.debug("handed over", extra=fields(object=observe.mapping_ref(meta)))
+
+
+def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:
+    """Mark the CR cleaned under its resourceVersion; the operator may update the CR meanwhile,
+    so a 409 re-reads it and re-checks the gate before marking again."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            marked = crnames.mark(kube, cr, {crnames.ANNOTATION_CLEANED: "true"})
+            log.info(
+                "cleaned and marked",
+                extra=fields(object=CR_NAME, annotation=crnames.ANNOTATION_CLEANED),
+            )
+            return marked
+        except ApiError as err:
+            if err.status != 409 or attempt == MAX_ATTEMPTS:
+                raise
+        current = crnames.get_cr(kube)
+        if current is None:
+            raise RetryableError(f"ConnectivityProxy {CR_NAME} disappeared before it was marked")
+        refusal = planning.refusal_before_backup(current)
+        if refusal:
+            raise RefusedError(refusal)
+        cr = current
+    raise AssertionError("unreachable")

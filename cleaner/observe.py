@@ -1,0 +1,140 @@
+"""Reading the cluster into plain data, shared by cp-cleaner and cp-status (read-only)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from cleaner import plan as planning
+from common import backups
+from common.errors import ApiError
+from common.kube import METADATA_LIST, METADATA_ONLY, Kube, resource_path
+
+log = logging.getLogger("cleaner")
+
+# One request answers for every group and version (aggregated discovery, v2 since 1.30,
+# v2beta1 before); an older apiserver answers the plain APIGroupList instead.
+AGGREGATED_DISCOVERY = (
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+    "application/json"
+)
+CRD_GROUP = "apiextensions.k8s.io"
+MAPPING_CRD_PATH = resource_path(
+    CRD_GROUP, "v1", "customresourcedefinitions", name=planning.MAPPING_CRD
+)
+BACKUPS_PATH = resource_path("", "v1", "configmaps", backups.NAMESPACE)
+PAGE_SIZE = 500
+
+
+def discover(kube: Kube) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Which (group, resource) the cluster serves, in which versions (preferred first)."""
+    answer = kube.request("GET", "/apis", accept=AGGREGATED_DISCOVERY)
+    if answer.get("kind") == "APIGroupDiscoveryList":
+        return served_from_aggregated(answer)
+    # No aggregated discovery: ask only the groups of legacy kinds, one request per version.
+    served: dict[tuple[str, str], list[str]] = {}
+    for group in answer.get("groups") or []:
+        name = group.get("name")
+        if name not in planning.LEGACY_GROUPS:
+            continue
+        preferred = (group.get("preferredVersion") or {}).get("version")
+        versions = [v["version"] for v in group.get("versions") or []]
+        versions.sort(key=lambda v: v != preferred)
+        for version in versions:
+            listing = kube.get(f"/apis/{name}/{version}") or {}
+            for resource in listing.get("resources") or []:
+                if "/" not in resource["name"]:  # subresources are not kinds
+                    served.setdefault((name, resource["name"]), []).append(version)
+    return {key: tuple(value) for key, value in served.items()}
+
+
+def served_from_aggregated(answer: dict[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+    served: dict[tuple[str, str], list[str]] = {}
+    for group in answer.get("items") or []:
+        name = (group.get("metadata") or {}).get("name", "")
+        for version in group.get("versions") or []:  # listed preferred first
+            for resource in version.get("resources") or []:
+                served.setdefault((name, resource["resource"]), []).append(version["version"])
+    return {key: tuple(value) for key, value in served.items()}
+
+
+def read_legacy(
+    kube: Kube, reads: list[planning.Read], pool: Executor
+) -> dict[planning.LegacyObject, dict[str, Any] | None]:
+    """Metadata of every legacy object the reads cover (None: absent), read concurrently."""
+    found: dict[planning.LegacyObject, dict[str, Any] | None] = {}
+    for read, items in zip(reads, pool.map(lambda r: _read(kube, r), reads), strict=True):
+        for name in read.names:
+            found[planning.LegacyObject(read.kind, read.namespace, name)] = items.get(name)
+    return found
+
+
+def _read(kube: Kube, read: planning.Read) -> dict[str, dict[str, Any]]:
+    kind = read.kind
+    try:
+        if read.by_list:
+            path = resource_path(kind.group, read.version, kind.resource, read.namespace)
+            wanted = set(read.names)
+            return {
+                item["metadata"]["name"]: item["metadata"]
+                for item in kube.list(path, page_size=PAGE_SIZE, accept=METADATA_LIST)
+                if item["metadata"]["name"] in wanted
+            }
+        name = read.names[0]
+        path = resource_path(kind.group, read.version, kind.resource, read.namespace, name)
+        obj = kube.get(path, accept=METADATA_ONLY)
+        return {name: obj["metadata"]} if obj else {}
+    except ApiError as err:
+        # Discovery can lag a CRD that was just removed: an unserved kind has no objects.
+        if err.status == 404:
+            return {}
+        raise
+
+
+def read_backups(kube: Kube) -> dict[str, dict[str, Any] | None]:
+    """The backups of the user configuration (full: their digests are checked), by name."""
+    wanted = set(backups.SOURCES)
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(backups.SOURCES)
+    # One LIST of the (small) backup namespace instead of a GET per backup.
+    for item in kube.list(BACKUPS_PATH, page_size=PAGE_SIZE):
+        name = item["metadata"]["name"]
+        if name in wanted:
+            found[name] = item
+    return found
+
+
+def read_mapping_crd(kube: Kube) -> dict[str, Any] | None:
+    """The ServiceMapping CRD (its scope and versions are needed, so not metadata only)."""
+    return kube.get(MAPPING_CRD_PATH)
+
+
+def mapping_pages(kube: Kube, version: str) -> Iterator[list[dict[str, Any]]]:
+    """ServiceMappings' metadata page by page, across all namespaces when they are namespaced
+    (the collection path without a namespace lists every namespace)."""
+    path = resource_path(planning.MAPPING_GROUP, version, planning.MAPPING_PLURAL)
+    query: dict[str, str | int] = {"limit": PAGE_SIZE}
+    while True:
+        page = kube.request("GET", path, query=query, accept=METADATA_LIST)
+        yield [item["metadata"] for item in page.get("items") or []]
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
+        query["continue"] = token
+
+
+def mapping_path(version: str, meta: dict[str, Any]) -> str:
+    return resource_path(
+        planning.MAPPING_GROUP,
+        version,
+        planning.MAPPING_PLURAL,
+        meta.get("namespace"),
+        meta["name"],
+    )
+
+
+def mapping_ref(meta: dict[str, Any]) -> str:
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])

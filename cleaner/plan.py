@@ -1,0 +1,422 @@
+"""Pure planning of the clean-up: cluster data in, intended changes out. No I/O here.
+
+Every legacy object is named by explicit group, version and resource: `gateways` exists in
+both networking.istio.io and gateway.networking.k8s.io, `certificates` in several groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import backups
+from common import cr as crnames
+
+KYMA = "kyma-system"
+ISTIO = "istio-system"
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MODULE_OPERATOR = "sap.connectivity.proxy.operator"
+PRIMARY_NAME = "io.javaoperatorsdk/primary-name"
+PRIMARY_NAMESPACE = "io.javaoperatorsdk/primary-namespace"
+HANDOVER_LABELS = {MANAGED_BY: MODULE_OPERATOR}
+HANDOVER_ANNOTATIONS = {PRIMARY_NAME: crnames.NAME, PRIMARY_NAMESPACE: crnames.NAMESPACE}
+
+MAPPING_GROUP = "connectivityproxy.sap.com"
+MAPPING_PLURAL = "servicemappings"
+MAPPING_CRD = f"{MAPPING_PLURAL}.{MAPPING_GROUP}"
+
+LEGACY_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-disclaimer"
+
+# (group, resource) -> the versions the cluster serves, preferred first.
+Served = Mapping[tuple[str, str], tuple[str, ...]]
+
+
+@dataclass(frozen=True, order=True)
+class Kind:
+    group: str  # "" is the core group
+    version: str  # the version to use when the cluster serves it (else another served one)
+    resource: str
+    namespaced: bool = True
+
+    @property
+    def name(self) -> str:
+        """`resource.group` (kubectl's unambiguous spelling), e.g. gateways.networking.istio.io."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
+
+
+@dataclass(frozen=True, order=True)
+class LegacyObject:
+    kind: Kind
+    namespace: str | None
+    name: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        return f"{self.kind.name} {self.ref}"
+
+
+STATEFULSETS = Kind("apps", "v1", "statefulsets")
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+SERVICES = Kind("", "v1", "services")
+SERVICE_ACCOUNTS = Kind("", "v1", "serviceaccounts")
+CONFIG_MAPS = Kind("", "v1", "configmaps")
+SECRETS = Kind("", "v1", "secrets")
+RBAC = "rbac.authorization.k8s.io"
+CLUSTER_ROLE_BINDINGS = Kind(RBAC, "v1", "clusterrolebindings", namespaced=False)
+CLUSTER_ROLES = Kind(RBAC, "v1", "clusterroles", namespaced=False)
+VALIDATING_WEBHOOKS = Kind(
+    "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", namespaced=False
+)
+PRIORITY_CLASSES = Kind("scheduling.k8s.io", "v1", "priorityclasses", namespaced=False)
+ENVOY_FILTERS = Kind("networking.istio.io", "v1beta1", "envoyfilters")
+ISTIO_GATEWAYS = Kind("networking.istio.io", "v1beta1", "gateways")
+VIRTUAL_SERVICES = Kind("networking.istio.io", "v1beta1", "virtualservices")
+DESTINATION_RULES = Kind("networking.istio.io", "v1beta1", "destinationrules")
+PEER_AUTHENTICATIONS = Kind("security.istio.io", "v1beta1", "peerauthentications")
+GARDENER_CERTIFICATES = Kind("cert.gardener.cloud", "v1alpha1", "certificates")
+
+# The legacy installation (chart 2.9.3), as the issue's tables list it.
+LEGACY_TABLE: tuple[tuple[Kind, str | None, tuple[str, ...]], ...] = (
+    (STATEFULSETS, KYMA, ("connectivity-proxy",)),
+    (DEPLOYMENTS, KYMA, ("connectivity-proxy-restart-watcher", "connectivity-proxy-sm-operator")),
+    (
+        SERVICES,
+        KYMA,
+        (
+            "connectivity-proxy",
+            "connectivity-proxy-smv",
+            "connectivity-proxy-tunnel",
+            "connectivity-proxy-tunnel-0",
+            "connectivity-proxy-tunnel-healthcheck",
+        ),
+    ),
+    (
+        CLUSTER_ROLE_BINDINGS,
+        None,
+        (
+            "connectivity-proxy-restart-watcher",
+            "connectivity-proxy-service-mappings",
+            "connectivity-proxy-service-mappings-kyma-system",
+        ),
+    ),
+    (
+        CLUSTER_ROLES,
+        None,
+        (
+            "connectivity-proxy-restart-watcher",
+            "connectivity-proxy-service-mappings",
+            "connectivity-proxy-service-mappings-kyma-system",
+            "connectivity-proxy-sm-validation-webhook-cluster-role",
+        ),
+    ),
+    (
+        SERVICE_ACCOUNTS,
+        KYMA,
+        (
+            "connectivity-proxy-restart-watcher",
+            "connectivity-proxy-sm-operator",
+            "connectivity-proxy-sm-validation",
+            "connectivity-proxy-sm-validation-webhook",
+        ),
+    ),
+    (VALIDATING_WEBHOOKS, None, ("webhook-secret",)),
+    (CONFIG_MAPS, KYMA, (*backups.SOURCES, "connectivity-proxy-service-mappings")),
+    (ENVOY_FILTERS, ISTIO, ("connectivity-proxy-custom-protocol",)),
+    (ISTIO_GATEWAYS, KYMA, ("kyma-gateway-cc",)),
+    (VIRTUAL_SERVICES, KYMA, ("cc-proxy", "cc-proxy-healthcheck")),
+    (DESTINATION_RULES, KYMA, ("connectivity-proxy-tunnel-0", "connectivity-proxy")),
+    (PEER_AUTHENTICATIONS, KYMA, ("enable-permissive-mode-for-cp",)),
+    (GARDENER_CERTIFICATES, ISTIO, ("cc-certs",)),
+    (SECRETS, ISTIO, ("cc-certs-cacert", "cc-certs")),
+    (SECRETS, KYMA, ("connectivity-sm-operator-secrets-tls",)),
+    (PRIORITY_CLASSES, None, ("connectivity-proxy-priority-class",)),
+)
+LEGACY_OBJECTS: tuple[LegacyObject, ...] = tuple(
+    LegacyObject(kind, namespace, name) for kind, namespace, names in LEGACY_TABLE for name in names
+)
+LEGACY_STATEFULSET = LegacyObject(STATEFULSETS, KYMA, "connectivity-proxy")
+# Deleted only under the uid and resourceVersion recorded on their backups.
+USER_CONFIG_MAPS = frozenset(LegacyObject(CONFIG_MAPS, KYMA, name) for name in backups.SOURCES)
+LEGACY_GROUPS = frozenset(kind.group for kind, _, _ in LEGACY_TABLE if kind.group)
+
+
+# -- what to read ------------------------------------------------------------------------------
+
+
+def served_version(kind: Kind, served: Served) -> str | None:
+    """The version to address `kind` by, or None when the cluster does not serve it.
+    The core group is always served (v1 cannot be turned off), so it is not discovered."""
+    if not kind.group:
+        return kind.version
+    versions = served.get((kind.group, kind.resource), ())
+    if kind.version in versions:
+        return kind.version
+    return versions[0] if versions else None
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of legacy objects: a GET by name when one name is wanted from a kind in a
+    namespace, a LIST (metadata only) when several are: one request either way, the fewest
+    that still show each object's labels and ownerReferences."""
+
+    kind: Kind
+    version: str
+    namespace: str | None
+    names: tuple[str, ...]
+
+    @property
+    def by_list(self) -> bool:
+        return len(self.names) > 1
+
+
+def reads(served: Served) -> tuple[list[Read], list[Kind]]:
+    """The reads to make, and the kinds skipped because the cluster does not serve them."""
+    grouped: dict[tuple[Kind, str | None], list[str]] = {}
+    for obj in LEGACY_OBJECTS:
+        grouped.setdefault((obj.kind, obj.namespace), []).append(obj.name)
+    found: list[Read] = []
+    skipped: list[Kind] = []
+    for (kind, namespace), names in grouped.items():
+        version = served_version(kind, served)
+        if version is None:
+            if kind not in skipped:
+                skipped.append(kind)
+            continue
+        found.append(Read(kind, version, namespace, tuple(names)))
+    return found, skipped
+
+
+# -- ownership and hand-over -------------------------------------------------------------------
+
+
+def owned_by_module(meta: Mapping[str, Any]) -> str | None:
+    """Why the new module owns an object (so it is never deleted), or None."""
+    if (meta.get("labels") or {}).get(MANAGED_BY) == MODULE_OPERATOR:
+        return f"owned by the module (label {MANAGED_BY}={MODULE_OPERATOR})"
+    for owner in meta.get("ownerReferences") or []:
+        group = str(owner.get("apiVersion", "")).partition("/")[0]
+        if owner.get("kind") == "ConnectivityProxy" and group == crnames.GROUP:
+            return f"owned by the module (ownerReference to ConnectivityProxy {owner.get('name')})"
+    return None
+
+
+def handover_patch(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that hands an object to the new operator, or None when it already is."""
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    patch: dict[str, Any] = {}
+    wrong_labels = {k: v for k, v in HANDOVER_LABELS.items() if labels.get(k) != v}
+    wrong_annotations = {k: v for k, v in HANDOVER_ANNOTATIONS.items() if annotations.get(k) != v}
+    if wrong_labels:
+        patch["labels"] = wrong_labels
+    if wrong_annotations:
+        patch["annotations"] = wrong_annotations
+    return {"metadata": patch} if patch else None
+
+
+# -- the gate before anything is read ------------------------------------------------------------
+
+
+def skip_reason(crd_exists: bool, cr: Mapping[str, Any] | None) -> str | None:
+    """Why the cleaner has nothing to do, or None when it should run."""
+    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    if not crd_exists:
+        return f"the CRD {crnames.CRD_NAME} is not installed; nothing to clean"
+    if cr is None:
+        return f"ConnectivityProxy {cr_name} does not exist; nothing to clean"
+    if crnames.is_marked(dict(cr), crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
+        return f"{cr_name} is already cleaned"
+    return None
+
+
+def refusal_before_backup(cr: Mapping[str, Any]) -> str | None:
+    """A cleaner run before the backup is refused: the backup is what makes deleting safe."""
+    if crnames.is_marked(dict(cr), crnames.ANNOTATION_MIGRATED) and not crnames.is_marked(
+        dict(cr), crnames.ANNOTATION_BACKED_UP
+    ):
+        return (
+            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is migrated but not backed up "
+            f'({crnames.ANNOTATION_BACKED_UP} is not "true"); run cp-backup first. '
+            "Nothing was deleted"
+        )
+    return None
+
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What `observe` read; plain data only."""
+
+    cr: Mapping[str, Any]
+    # Metadata of every legacy object of a served kind; None when it does not exist.
+    found: Mapping[LegacyObject, Mapping[str, Any] | None]
+    versions: Mapping[Kind, str]  # the version each read kind is addressed by
+    skipped_kinds: tuple[Kind, ...] = ()
+    # The backups in connectivity-proxy-backup by source name (None: no backup).
+    backups: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    # The ServiceMapping CRD, or None when it is not installed.
+    mapping_crd: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    target: LegacyObject
+    version: str
+    uid: str
+    resource_version: str | None  # only for the user configuration (from its backup)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Patch:
+    what: str
+    patch: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Kept:
+    what: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    # The legacy webhook goes first: it validates ServiceMappings, and its backend is being
+    # removed, so each hand-over patch would otherwise wait on a dying (or absent) webhook.
+    deletes_first: list[Delete] = field(default_factory=list)
+    deletes: list[Delete] = field(default_factory=list)
+    crd_patch: Patch | None = None
+    mapping_version: str | None = None
+    mappings_namespaced: bool = False
+    kept: list[Kept] = field(default_factory=list)
+    gone: list[LegacyObject] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+    @property
+    def all_deletes(self) -> list[Delete]:
+        return self.deletes_first + self.deletes
+
+
+def plan(inputs: Inputs) -> Plan:
+    result = Plan()
+    for kind in inputs.skipped_kinds:
+        result.kept.append(Kept(f"{kind.name} (every object)", "kind not served by this cluster"))
+    migrated = crnames.is_marked(dict(inputs.cr), crnames.ANNOTATION_MIGRATED)
+    for obj in LEGACY_OBJECTS:
+        if obj not in inputs.found:
+            continue  # a kind the cluster does not serve
+        meta = inputs.found[obj]
+        if meta is None:
+            result.gone.append(obj)
+            continue
+        owned = owned_by_module(meta)
+        if owned:
+            result.kept.append(Kept(str(obj), owned))
+            continue
+        if meta.get("deletionTimestamp"):
+            result.gone.append(obj)  # already being deleted; nothing for us to do
+            continue
+        if (
+            obj == LEGACY_STATEFULSET
+            and not migrated
+            and LEGACY_ANNOTATION in (meta.get("annotations") or {})
+        ):
+            result.refusals.append(
+                f"{obj} is a legacy installation whose configuration is not migrated yet (no "
+                f"{crnames.ANNOTATION_MIGRATED} on the CR); run cp-migrator and cp-backup first"
+            )
+        resource_version = None
+        if obj in USER_CONFIG_MAPS:
+            problem = user_config_problem(obj.name, meta, inputs.backups.get(obj.name))
+            if problem:
+                result.kept.append(Kept(str(obj), problem))
+                result.refusals.append(f"ConfigMap {obj.ref}: {problem}")
+                continue
+            resource_version = str(meta["resourceVersion"])
+            reason = "legacy user configuration, unchanged since its backup"
+        else:
+            reason = "legacy installation"
+        delete = Delete(
+            target=obj,
+            version=inputs.versions[obj.kind],
+            uid=str(meta["uid"]),
+            resource_version=resource_version,
+            reason=reason,
+        )
+        if obj.kind == VALIDATING_WEBHOOKS:
+            result.deletes_first.append(delete)
+        else:
+            result.deletes.append(delete)
+
+    crd = inputs.mapping_crd
+    if crd is not None:
+        patch = handover_patch(crd.get("metadata") or {})
+        if patch:
+            result.crd_patch = Patch(
+                f"customresourcedefinitions.apiextensions.k8s.io {MAPPING_CRD}",
+                patch,
+                "hand ServiceMappings over to the module",
+            )
+        result.mapping_version = mapping_version(crd)
+        result.mappings_namespaced = (crd.get("spec") or {}).get("scope") == "Namespaced"
+    return result
+
+
+def mapping_version(crd: Mapping[str, Any]) -> str | None:
+    """The served version to list ServiceMappings by: the storage version when served."""
+    versions = [v for v in (crd.get("spec") or {}).get("versions") or [] if v.get("served")]
+    versions.sort(key=lambda v: not v.get("storage"))
+    return str(versions[0]["name"]) if versions else None
+
+
+def user_config_problem(
+    name: str, meta: Mapping[str, Any], backup: Mapping[str, Any] | None
+) -> str | None:
+    """Why the live user-configuration ConfigMap `name` must not be deleted, or None when it
+    is exactly what its backup recorded (same uid and resourceVersion, a sound backup)."""
+    where = f"{backups.NAMESPACE}/{name}"
+    if backup is None:
+        return f"it has no backup {where}; run cp-backup first (refusing to delete it)"
+    problem = backups.digest_problem(dict(backup))
+    if problem:
+        return f"its backup {where} cannot be trusted: {problem} (refusing to delete it)"
+    recorded = (backup.get("metadata") or {}).get("annotations") or {}
+    uid = recorded.get(backups.SOURCE_UID_ANNOTATION)
+    version = recorded.get(backups.SOURCE_RESOURCE_VERSION_ANNOTATION)
+    if meta.get("uid") != uid or meta.get("resourceVersion") != version:
+        return (
+            f"changed after its backup {where} was taken (now uid {meta.get('uid')} "
+            f"resourceVersion {meta.get('resourceVersion')}, backed up uid {uid} resourceVersion "
+            f"{version}); refusing to delete it. Check that the CR holds the intended "
+            "configuration, then take a new backup"
+        )
+    return None
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def render(plan: Plan, mapping_patches: Iterable[str]) -> str:
+    """The three lists of a dry run: what would be deleted, what patched, what kept and why."""
+    deletes = [f"{d.target}  ({d.reason})" for d in plan.all_deletes]
+    patches = [f"{plan.crd_patch.what}  ({plan.crd_patch.reason})"] if plan.crd_patch else []
+    patches += list(mapping_patches)
+    kept = [f"{k.what}  ({k.reason})" for k in plan.kept]
+    lines: list[str] = []
+    for title, items in (
+        ("would delete", deletes),
+        ("would patch", patches),
+        ("kept", kept),
+    ):
+        lines.append(f"{title} ({len(items)}):")
+        lines += [f"  {item}" for item in items] or ["  (none)"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,244 @@
+"""cp-status: where a cluster stands in the migration. Read-only: it only GETs and LISTs.
+
+`gather` reads the cluster (each part on its own: a part it may not read is reported as an
+error, not a failure), `render_table` turns the result into text for a person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cleaner import observe
+from cleaner import plan as planning
+from common import backups
+from common import cr as crnames
+from common.errors import ApiError
+from common.kube import METADATA_ONLY, Kube, resource_path
+
+OPERATOR_NAMESPACE = "kyma-system"
+OPERATOR_DEPLOYMENT = "connectivity-proxy-operator"
+OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT)
+WORKERS = 8
+
+def _part(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One part of the status; an apiserver error (403, 500, ...) is reported in its place.
+    No answer at all (ConnectionFailed) is not caught: then cp-status fails (exit 1)."""
+    try:
+        return read()
+    except ApiError as err:
+        return {"error": str(err)}
+
+
+def gather(kube: Kube) -> dict[str, Any]:
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-status") as pool:
+        cr = pool.submit(_part, lambda: _cr(kube))
+        crd = pool.submit(_part, lambda: {"exists": crnames.crd_exists(kube)})
+        found_backups = pool.submit(_part, lambda: dict(observe.read_backups(kube)))
+        mappings = pool.submit(_part, lambda: _mappings(kube))
+        operator = pool.submit(
+            _part, lambda: {"exists": kube.get(OPERATOR_PATH, accept=METADATA_ONLY) is not None}
+        )
+        legacy = _part(lambda: _legacy(kube, pool))
+        backup_part = found_backups.result()
+        cr_part = cr.result()
+    live = legacy.pop("_live", {})
+    missing = backups.parse_missing(
+        cr_part.get("annotations", {}).get(backups.MISSING_SOURCES_ANNOTATION)
+    )
+    cr_part.pop("annotations", None)
+    return {
+        "legacy": legacy,
+        "crd": {"name": crnames.CRD_NAME, **crd.result()},
+        "cr": {"name": f"{crnames.NAMESPACE}/{crnames.NAME}", **cr_part},
+        "backup": {"namespace": backups.NAMESPACE, **_backup(backup_part, live, missing)},
+        "serviceMappings": {"crd": planning.MAPPING_CRD, **mappings.result()},
+        "operator": {"name": f"{OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT}", **operator.result()},
+    }
+
+
+def _cr(kube: Kube) -> dict[str, Any]:
+    cr = crnames.get_cr(kube)
+    if cr is None:
+        return {"exists": False}
+    return {
+        "exists": True,
+        "state": (cr.get("status") or {}).get("state"),
+        "migrated": crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED),
+        "backedUp": crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP),
+        "cleaned": crnames.is_marked(
+            cr, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD
+        ),
+        "annotations": crnames.annotations_of(cr),  # for the backup part; removed after
+    }
+
+
+def _legacy(kube: Kube, pool: ThreadPoolExecutor) -> dict[str, Any]:
+    reads, skipped = planning.reads(observe.discover(kube))
+    found = observe.read_legacy(kube, reads, pool)
+    return summarize_legacy(found, skipped)
+
+
+def summarize_legacy(
+    found: dict[planning.LegacyObject, dict[str, Any] | None], skipped: list[planning.Kind]
+) -> dict[str, Any]:
+    remaining: list[str] = []
+    kept: list[str] = []
+    for obj in planning.LEGACY_OBJECTS:
+        meta = found.get(obj)
+        if meta is None:
+            continue
+        owned = planning.owned_by_module(meta)
+        if owned:
+            kept.append(f"{obj}: {owned}")
+        else:
+            remaining.append(str(obj))
+    live = {
+        obj.name: found.get(obj) for obj in planning.USER_CONFIG_MAPS if found.get(obj) is not None
+    }
+    return {
+        "present": bool(remaining),
+        "remaining": remaining,
+        "keptByModule": kept,
+        "kindsNotServed": [kind.name for kind in skipped],
+        "_live": live,
+    }
+
+
+def _backup(
+    found: dict[str, Any], live: dict[str, Any], missing_at_backup: list[str]
+) -> dict[str, Any]:
+    if "error" in found:
+        return dict(found)
+    items: list[dict[str, Any]] = []
+    for name in backups.SOURCES:
+        backup = found.get(name)
+        item: dict[str, Any] = {"name": name, "present": backup is not None}
+        if backup is not None:
+            item["digest"] = backups.digest_problem(backup) or "verified"
+            meta = live.get(name)
+            item["live"] = (
+                "gone"
+                if meta is None
+                else "changed since the backup"
+                if planning.user_config_problem(name, meta, backup)
+                else "unchanged since the backup"
+            )
+        elif name in missing_at_backup:
+            item["note"] = "did not exist when the backup was taken"
+        items.append(item)
+    present = [item for item in items if item["present"]]
+    return {
+        "present": bool(present),
+        "verified": bool(present) and all(item["digest"] == "verified" for item in present),
+        "items": items,
+    }
+
+
+def _mappings(kube: Kube) -> dict[str, Any]:
+    crd = observe.read_mapping_crd(kube)
+    if crd is None:
+        return {"crdExists": False}
+    version = planning.mapping_version(crd)
+    total = handed_over = 0
+    if version is not None:
+        for page in observe.mapping_pages(kube, version):
+            total += len(page)
+            handed_over += sum(planning.handover_patch(meta) is None for meta in page)
+    return {
+        "crdExists": True,
+        "scope": (crd.get("spec") or {}).get("scope"),
+        "crdHandedOver": planning.handover_patch(crd.get("metadata") or {}) is None,
+        "total": total,
+        "handedOver": handed_over,
+        "notHandedOver": total - handed_over,
+    }
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _error(part: dict[str, Any]) -> str | None:
+    return f"unknown ({part['error']})" if "error" in part else None
+
+
+def render_table(status: dict[str, Any]) -> str:
+    legacy, crd, cr = status["legacy"], status["crd"], status["cr"]
+    backup, mappings, operator = status["backup"], status["serviceMappings"], status["operator"]
+    rows: list[tuple[str, str]] = []
+
+    state = _error(legacy)
+    if state is None:
+        count = len(legacy["remaining"])
+        state = f"present: {count} legacy object(s) remain" if count else "absent"
+        if legacy["keptByModule"]:
+            state += f" ({len(legacy['keptByModule'])} with legacy names kept: module-owned)"
+    rows.append(("legacy installation", state))
+
+    rows.append((f"CRD {crd['name']}", _error(crd) or ("exists" if crd["exists"] else "absent")))
+
+    state = _error(cr)
+    if state is None:
+        if cr["exists"]:
+            state = (
+                f"exists, state {cr.get('state') or '-'}; migrated {_yes(cr['migrated'])}, "
+                f"backed-up {_yes(cr['backedUp'])}, cleaned {_yes(cr['cleaned'])}"
+            )
+        else:
+            state = "absent"
+    rows.append((f"CR {cr['name']}", state))
+
+    state = _error(backup)
+    if state is None:
+        if not backup["present"]:
+            state = "absent"
+        else:
+            state = "present, digests verify" if backup["verified"] else "present, NOT verified"
+            details = []
+            for item in backup["items"]:
+                if item["present"]:
+                    details.append(f"{item['name']}: {item['digest']}, live {item['live']}")
+                else:
+                    details.append(f"{item['name']}: {item.get('note', 'no backup')}")
+            state += "; " + "; ".join(details)
+    rows.append((f"backup {backup['namespace']}", state))
+
+    state = _error(mappings)
+    if state is None:
+        if not mappings["crdExists"]:
+            state = f"CRD {mappings['crd']} absent"
+        else:
+            state = (
+                f"{mappings['handedOver']} of {mappings['total']} handed over "
+                f"({mappings['scope']} scope; CRD handed over {_yes(mappings['crdHandedOver'])})"
+            )
+    rows.append(("ServiceMappings", state))
+
+    rows.append(
+        (
+            f"operator Deployment {operator['name']}",
+            _error(operator) or ("exists" if operator["exists"] else "absent"),
+        )
+    )
+
+    width = max(len(what) for what, _ in rows)
+    lines = [f"{'WHAT':<{width}}  STATE"]
+    lines += [f"{what:<{width}}  {state}" for what, state in rows]
+    if "error" not in legacy:
+        if legacy["remaining"]:
+            lines += ["", "remaining legacy objects:"]
+            lines += [f"  {item}" for item in legacy["remaining"]]
+        if legacy["keptByModule"]:
+            lines += ["", "legacy names the module owns (kept):"]
+            lines += [f"  {item}" for item in legacy["keptByModule"]]
+        if legacy["kindsNotServed"]:
+            lines += [
+                "",
+                "kinds this cluster does not serve: " + ", ".join(legacy["kindsNotServed"]),
+            ]
+    return "\n".join(lines) + "\n"
