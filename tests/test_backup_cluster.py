@@ -58,7 +58,7 @@ def resource_versions(cluster: Cluster) -> dict[str, str | None]:
     return found
 
 
-def annotations(obj: dict[str, Any] | None) -> dict[str, str]:
+def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
     assert obj is not None
     return dict(obj["metadata"].get("annotations") or {})
 
@@ -75,7 +75,7 @@ def assert_verified_backup(cluster: Cluster, name: str) -> dict[str, Any]:
     stored = backup_of(cluster, name)
     assert source is not None and stored is not None
     assert names.digest_problem(stored) is None
-    recorded = annotations(stored)
+    recorded = annotations_of(stored)
     assert recorded[names.DIGEST_ANNOTATION] == content_digest(source)
     assert recorded[names.SOURCE_UID_ANNOTATION] == source["metadata"]["uid"]
     assert (
@@ -149,7 +149,7 @@ def test_backs_up_both_configmaps_verifies_and_marks(cluster: Cluster) -> None:
         meta = stored["metadata"]
         assert meta["labels"][names.LABEL] == names.LABEL_VALUE
         assert "ownerReferences" not in meta
-        recorded = annotations(stored)
+        recorded = annotations_of(stored)
         assert recorded[names.SOURCE_NAMESPACE_ANNOTATION] == "kyma-system"
         assert recorded[names.SOURCE_NAME_ANNOTATION] == name
         assert recorded[names.TIME_ANNOTATION].endswith("Z")
@@ -164,8 +164,8 @@ def test_backs_up_both_configmaps_verifies_and_marks(cluster: Cluster) -> None:
     assert info is not None and info["binaryData"] == {"blob.bin": "AAECAwQ="}
     cr = cluster.cr()
     assert cr is not None
-    assert annotations(cr)[BACKED_UP] == "true"
-    assert names.MISSING_SOURCES_ANNOTATION not in annotations(cr)
+    assert annotations_of(cr)[BACKED_UP] == "true"
+    assert names.MISSING_SOURCES_ANNOTATION not in annotations_of(cr)
     assert "verified the backup's digest" in result.output
     events = cluster.kube.request("GET", resource_path("", "v1", "events", "kyma-system"))
     assert any(
@@ -195,7 +195,7 @@ def test_a_crash_before_the_mark_keeps_the_backups_and_marks(cluster: Cluster) -
         after = backup_of(cluster, name)
         assert before and after
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 def test_an_interrupted_backup_with_other_content_is_updated_in_place(cluster: Cluster) -> None:
@@ -217,7 +217,7 @@ def test_an_interrupted_backup_with_other_content_is_updated_in_place(cluster: C
     updated = assert_verified_backup(cluster, "connectivity-proxy")
     # Updated in place, never deleted and created again.
     assert updated["metadata"]["uid"] == stale["metadata"]["uid"]
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 def test_an_interrupted_backup_with_only_one_copy_is_completed(cluster: Cluster) -> None:
@@ -234,7 +234,7 @@ def test_an_interrupted_backup_with_only_one_copy_is_completed(cluster: Cluster)
     again = assert_verified_backup(cluster, "connectivity-proxy")
     assert again["metadata"]["resourceVersion"] == kept["metadata"]["resourceVersion"]
     assert_verified_backup(cluster, "connectivity-proxy-info")
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 def test_an_existing_empty_namespace_is_used(cluster: Cluster) -> None:
@@ -255,7 +255,7 @@ def test_a_missing_source_is_a_warning_recorded_on_the_cr(cluster: Cluster) -> N
     assert "kyma-system/connectivity-proxy does not exist" in result.output
     assert backup_of(cluster, "connectivity-proxy") is None
     assert_verified_backup(cluster, "connectivity-proxy-info")
-    recorded = annotations(cluster.cr())
+    recorded = annotations_of(cluster.cr())
     assert recorded[BACKED_UP] == "true"
     assert names.parse_missing(recorded[names.MISSING_SOURCES_ANNOTATION]) == ["connectivity-proxy"]
 
@@ -271,7 +271,7 @@ def test_a_terminating_backup_namespace_is_exit_1(cluster: Cluster) -> None:
     assert result.exit_code == 1, result.output
     assert "connectivity-proxy-backup is being deleted (Terminating)" in result.output
     assert resource_versions(cluster) == before
-    assert BACKED_UP not in annotations(cluster.cr())
+    assert BACKED_UP not in annotations_of(cluster.cr())
 
 
 def test_a_foreign_configmap_in_the_backup_namespace_is_refused(cluster: Cluster) -> None:
@@ -389,7 +389,7 @@ def test_another_pod_creating_the_same_backup_first_is_a_reread(cluster: Cluster
     # The other pod's identical backup is kept as it is.
     assert kept["metadata"]["resourceVersion"] == others["created"]["metadata"]["resourceVersion"]
     assert_verified_backup(cluster, "connectivity-proxy-info")
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 def test_a_cr_that_moves_before_the_mark_is_reread_and_marked(cluster: Cluster) -> None:
@@ -406,7 +406,7 @@ def test_a_cr_that_moves_before_the_mark_is_reread_and_marked(cluster: Cluster) 
     cr = cluster.cr()
     assert cr is not None
     assert cr["metadata"]["labels"]["edited"] == "yes"
-    assert annotations(cr)[BACKED_UP] == "true"
+    assert annotations_of(cr)[BACKED_UP] == "true"
 
 
 def test_two_backups_at_once_both_succeed(cluster: Cluster) -> None:
@@ -428,7 +428,7 @@ def test_two_backups_at_once_both_succeed(cluster: Cluster) -> None:
     assert all(isinstance(o, core.Outcome) for o in outcomes), outcomes
     for name in names.SOURCES:
         assert_verified_backup(cluster, name)
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 def test_runs_as_a_process(cluster: Cluster) -> None:
@@ -436,7 +436,7 @@ def test_runs_as_a_process(cluster: Cluster) -> None:
     result = cluster.run_process("backup")
     assert result.exit_code == 0, result.output
     assert '"object": "kyma-system/connectivity-proxy"' in result.stderr
-    assert annotations(cluster.cr())[BACKED_UP] == "true"
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
 
 # -- restore ---------------------------------------------------------------------------------
@@ -471,7 +471,7 @@ def test_restore_round_trip(cluster: Cluster) -> None:
         restored = source_of(cluster, name)
         assert restored is not None
         assert names.LABEL not in restored["metadata"]["labels"]
-        assert not set(names.OWN_ANNOTATIONS) & set(annotations(restored))
+        assert not set(names.OWN_ANNOTATIONS) & set(annotations_of(restored))
     assert "restored kyma-system/connectivity-proxy, kyma-system/connectivity-proxy-info" in (
         result.stdout
     )
