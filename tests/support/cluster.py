@@ -210,6 +210,9 @@ class Cluster:
                 self._delete_all(resource_path(group, version, plural, namespace))
         for group, version, plural in CLUSTER_SCOPED:
             self._delete_all(resource_path(group, version, plural), OWNED_PREFIXES)
+        # ServiceMappings (cluster-scoped, as in the legacy CRD) have any name: all of them go.
+        if "servicemappings" in self.served("connectivityproxy.sap.com", "v1"):
+            self._delete_all(resource_path("connectivityproxy.sap.com", "v1", "servicemappings"))
 
     def _extra_namespaced(self) -> tuple[tuple[str, str, str], ...]:
         extra = []
