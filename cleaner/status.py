@@ -22,6 +22,7 @@ OPERATOR_DEPLOYMENT = "connectivity-proxy-operator"
 OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT)
 WORKERS = 8
 
+
 def _part(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One part of the status; an apiserver error (403, 500, ...) is reported in its place.
     No answer at all (ConnectionFailed) is not caught: then cp-status fails (exit 1)."""
@@ -199,13 +200,11 @@ def render_table(status: dict[str, Any]) -> str:
             state = "absent"
         else:
             state = "present, digests verify" if backup["verified"] else "present, NOT verified"
-            details = []
-            for item in backup["items"]:
-                if item["present"]:
-                    details.append(f"{item['name']}: {item['digest']}, live {item['live']}")
-                else:
-                    details.append(f"{item['name']}: {item.get('note', 'no backup')}")
-            state += "; " + "; ".join(details)
+            changed = [
+                i["name"] for i in backup["items"] if i.get("live") == "changed since the backup"
+            ]
+            if changed:
+                state += "; changed since the backup: " + ", ".join(changed)
     rows.append((f"backup {backup['namespace']}", state))
 
     state = _error(mappings)
@@ -229,6 +228,15 @@ def render_table(status: dict[str, Any]) -> str:
     width = max(len(what) for what, _ in rows)
     lines = [f"{'WHAT':<{width}}  STATE"]
     lines += [f"{what:<{width}}  {state}" for what, state in rows]
+    if "error" not in backup and backup["present"]:
+        lines += ["", "backup:"]
+        for item in backup["items"]:
+            if item["present"]:
+                lines.append(
+                    f"  {item['name']}: digest {item['digest']}; live ConfigMap {item['live']}"
+                )
+            else:
+                lines.append(f"  {item['name']}: {item.get('note', 'no backup')}")
     if "error" not in legacy:
         if legacy["remaining"]:
             lines += ["", "remaining legacy objects:"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,13 +14,19 @@ from common import backups
 from common.configmap import content_digest
 from common.kube import resource_path
 from tests.support import legacy
+from tests.support.cleaning import (
+    THIRD_PARTY,
+    Audit,
+    install_legacy,
+    mapping,
+    wait_discovery,
+)
 from tests.support.cluster import FIXTURES, Cluster, load_manifests
 
 CLEANER = "cleaner.cli:main"
 MIGRATOR = "migrator.cli:main"
 BACKUP = "backup.cli:backup_main"
 CLEANED = "connectivityproxy.sap.com/cleaned"
-THIRD_PARTY = FIXTURES / "crds-third-party.yaml"
 ISTIO_AND_CERT_CRDS = (
     "gateways.networking.istio.io",
     "virtualservices.networking.istio.io",
@@ -35,37 +40,6 @@ MODULE_LABEL = {planning.MANAGED_BY: planning.MODULE_OPERATOR}
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def wait_discovery(cluster: Cluster, resources: set[tuple[str, str]], *, served: bool) -> None:
-    """Aggregated discovery follows a CRD change a moment later; the cleaner reads it."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        answer = cluster.kube.request("GET", "/apis", accept=observe.AGGREGATED_DISCOVERY)
-        found = set(observe.served_from_aggregated(answer))
-        if (resources <= found) if served else not (resources & found):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"discovery did not settle for {resources}")
-
-
-def install_third_party_crds(cluster: Cluster) -> None:
-    crds = cluster.apply_file(THIRD_PARTY)
-    wait_discovery(
-        cluster,
-        {(crd["spec"]["group"], crd["spec"]["names"]["plural"]) for crd in crds},
-        served=True,
-    )
-
-
-def install_legacy(cluster: Cluster, *, istio: bool = True) -> None:
-    """A standard legacy installation with every object of the issue's tables, and the CR."""
-    if istio:
-        install_third_party_crds(cluster)
-    legacy.install(cluster)
-    cluster.apply_file(FIXTURES / "legacy-objects.yaml")
-    if istio:
-        cluster.apply_file(FIXTURES / "legacy-istio-objects.yaml")
 
 
 def migrate_and_back_up(cluster: Cluster) -> None:
@@ -91,18 +65,6 @@ def cr_annotations(cluster: Cluster) -> dict[str, str]:
     cr = cluster.cr()
     assert cr is not None
     return dict(cr["metadata"].get("annotations") or {})
-
-
-def mapping(name: str, namespace: str | None = None, **meta: Any) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, **meta}
-    if namespace:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": "connectivityproxy.sap.com/v1",
-        "kind": "ServiceMapping",
-        "metadata": metadata,
-        "spec": {"type": "HTTP", "subaccountId": "sub", "serviceId": name},
-    }
 
 
 def mapping_metas(cluster: Cluster) -> list[dict[str, Any]]:
@@ -165,9 +127,17 @@ def installed(cluster: Cluster) -> Cluster:
 def test_cleans_a_standard_installation_and_marks_the_cr(installed: Cluster) -> None:
     cluster = installed
     assert len(remaining(cluster)) == len(planning.LEGACY_OBJECTS) == 35
+    audit = Audit(cluster)
     result = cluster.run(CLEANER)
     assert result.exit_code == 0, result.output
     assert remaining(cluster) == []
+    if audit.available:
+        sent = audit.requests("cp-migration/cleaner")
+        verbs = [line.split()[0] for line in sent]
+        # One discovery, one read per legacy kind and namespace, one DELETE per object, the
+        # hand-over, the mark and the Event: about 60, never a GET per object on top.
+        assert verbs.count("delete") == 35, sent
+        assert len(sent) <= 62, "\n".join(sent)
     assert cr_annotations(cluster)[CLEANED] == "true"
     assert "marked kyma-system/connectivity-proxy cleaned" in result.stdout
     assert "deleted: legacy installation object=kyma-system/connectivity-proxy" in result.output
