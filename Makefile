@@ -4,8 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER_DIR := .cluster
 PYTEST_ARGS ?=
+# Images: see hack/images.sh. BASE_IMAGE empty = the Dockerfiles' pinned default.
+IMAGE_REGISTRY ?= localhost/cp-migration
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+BASE_IMAGE ?=
+IMAGE_ENV = IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE) \
+	PYTHON=$(BIN)/python
 
-.PHONY: install controlplane test test-fast lint format cluster cluster-down demo clean
+.PHONY: install controlplane test test-fast lint format cluster cluster-down demo clean \
+	podman base-image images push
 
 install: $(VENV)/.installed
 
@@ -44,6 +51,21 @@ cluster-down: install
 
 demo: cluster
 	$(BIN)/python -m hack.demo --kubeconfig $(CLUSTER_DIR)/kubeconfig
+
+# podman from Debian, configured for this kind of machine (needs root; CI runs it).
+podman:
+	bash hack/podman-setup.sh
+
+# A local bookworm + python3 base image (debootstrap) for machines that reach no registry.
+base-image: podman
+	bash hack/base-image.sh
+
+# The three step images; docker when a docker engine answers, otherwise podman.
+images: install
+	$(IMAGE_ENV) bash hack/images.sh build
+
+push: images
+	$(IMAGE_ENV) bash hack/images.sh push
 
 clean: cluster-down
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,12 +30,10 @@ engine() {
         echo "$CONTAINER_ENGINE"
     elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
         echo docker
-    elif command -v podman >/dev/null; then
-        echo podman
     else
-        echo "no docker engine answers and podman is not installed (hack/podman-setup.sh" \
-            "installs it)" >&2
-        exit 1
+        # Like every target here, install what is missing: podman, set up for this machine.
+        command -v podman >/dev/null || bash hack/podman-setup.sh >&2
+        echo podman
     fi
 }
 
