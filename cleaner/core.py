@@ -19,7 +19,7 @@ from cleaner import observe
 from cleaner import plan as planning
 from common import cr as crnames
 from common.errors import ApiError, RefusedError, RetryableError
-from common.kube import Kube, resource_path
+from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
 log = logging.getLogger("cleaner")
@@ -137,7 +137,8 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
     marked = _mark(kube, cr)
     message = (
         f"cp-cleaner removed {deleted} legacy object(s) ({gone} already gone, {len(plan.kept)} "
-        f"kept) and handed {handover.total} ServiceMapping(s) to the module"
+        f"kept) and handed {handover.total} ServiceMapping(s) to the module "
+        f"({handover.patched} patched)"
     )
     crnames.record_event(kube, marked, "Cleaned", message, "cp-cleaner")
     return Outcome(summary=f"{message}; marked {CR_NAME} cleaned", changed=True)
@@ -218,7 +219,15 @@ def _patch_mapping(kube: Kube, version: str, meta: dict[str, Any], patch: dict[s
     # No uid precondition: a mapping recreated meanwhile must be handed over just the same, and
     # merging labels and annotations is idempotent, so a repeat (retry, rerun) is harmless.
     try:
-        kube.merge_patch(observe.mapping_path(version, meta), patch, retry_safe=True)
+        # Metadata-only answer: the apiserver serialises, and we parse, a fraction of each object.
+        kube.request(
+            "PATCH",
+            observe.mapping_path(version, meta),
+            body=patch,
+            content_type=MERGE_PATCH,
+            accept=METADATA_ONLY,
+            retry_safe=True,
+        )
     except ApiError as err:
         if err.status != 404:  # deleted meanwhile: nothing left to hand over
             raise
