@@ -194,3 +194,12 @@ def test_status_reads_only(cluster: Cluster) -> None:
     after = cluster.cr()
     assert before and after
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_runs_as_a_module_with_python_m(cluster: Cluster) -> None:
+    legacy.install(cluster)
+    result = cluster.run_process("cleaner.status_cli", "-o", "json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["cr"]["exists"] is True
+    assert found["legacy"]["remaining"][0] == "statefulsets.apps kyma-system/connectivity-proxy"
