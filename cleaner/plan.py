@@ -298,6 +298,7 @@ class Plan:
     mapping_version: str | None = None
     mappings_namespaced: bool = False
     kept: list[Kept] = field(default_factory=list)
+    skipped_kinds: list[Kind] = field(default_factory=list)
     gone: list[LegacyObject] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
 
@@ -307,9 +308,7 @@ class Plan:
 
 
 def plan(inputs: Inputs) -> Plan:
-    result = Plan()
-    for kind in inputs.skipped_kinds:
-        result.kept.append(Kept(f"{kind.name} (every object)", "kind not served by this cluster"))
+    result = Plan(skipped_kinds=list(inputs.skipped_kinds))
     migrated = crnames.is_marked(dict(inputs.cr), crnames.ANNOTATION_MIGRATED)
     for obj in LEGACY_OBJECTS:
         if obj not in inputs.found:
@@ -411,6 +410,10 @@ def render(plan: Plan, mapping_patches: Iterable[str]) -> str:
     patches = [f"{plan.crd_patch.what}  ({plan.crd_patch.reason})"] if plan.crd_patch else []
     patches += list(mapping_patches)
     kept = [f"{k.what}  ({k.reason})" for k in plan.kept]
+    kept += [
+        f"{kind.name} (every object)  (kind not served by this cluster)"
+        for kind in plan.skipped_kinds
+    ]
     lines: list[str] = []
     for title, items in (
         ("would delete", deletes),

@@ -321,16 +321,21 @@ def test_an_unmigrated_legacy_installation_is_refused() -> None:
     assert planning.plan(inputs(found=found)).refusals == []
 
 
-def test_unserved_kinds_are_reported_as_kept() -> None:
+def test_unserved_kinds_are_listed_as_kept() -> None:
     found = {
         obj: m
         for obj, m in everything_found().items()
         if obj.kind != planning.GARDENER_CERTIFICATES
     }
     plan = planning.plan(inputs(found=found, skipped_kinds=(planning.GARDENER_CERTIFICATES,)))
-    assert plan.kept[0].what == "certificates.cert.gardener.cloud (every object)"
-    assert "not served" in plan.kept[0].reason
+    assert plan.kept == []
+    assert plan.skipped_kinds == [planning.GARDENER_CERTIFICATES]
     assert len(plan.all_deletes) == 34
+    text = planning.render(plan, [])
+    assert (
+        "kept (1):\n  certificates.cert.gardener.cloud (every object)  (kind not served by this "
+        "cluster)\n" in text
+    )
 
 
 def test_the_mapping_crd_is_patched_unless_handed_over() -> None:
