@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.cluster import FIXTURES, SHARED_FIXTURES, Cluster
 from tests.support.controlplane import ControlPlane
+from tests.support.faultproxy import FaultProxy
 
 CP_CRD = FIXTURES / "crd-connectivityproxy.yaml"
 
@@ -43,6 +44,13 @@ def cluster(control_plane: Cluster) -> Iterator[Cluster]:
 
 
 @pytest.fixture
+def fault_proxy(cluster: Cluster, tmp_path: Path) -> Iterator[FaultProxy]:
+    """A TLS fault proxy in front of the control plane; tools reach it via its kubeconfig."""
+    with FaultProxy(cluster.kubeconfig, tmp_path) as proxy:
+        yield proxy
+
+
+@pytest.fixture
 def shared_fixtures() -> Path:
     if not SHARED_FIXTURES.is_dir():
         pytest.skip(f"{SHARED_FIXTURES} is not present")
@@ -55,3 +63,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item, "fixturenames", ()
         ):
             item.add_marker(pytest.mark.cluster)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the tables the reliability tests collected (crash points, fault timings)."""
+    from tests.support.reports import REPORTS
+
+    for title, text in REPORTS:
+        terminalreporter.write_sep("=", title)
+        terminalreporter.write_line(text)
