@@ -11,6 +11,7 @@
 #   BASE_IMAGE        the base of every stage (default: the Dockerfiles' pinned python slim)
 #   CONTAINER_ENGINE  docker or podman (default: docker when a docker engine answers, else podman)
 #   PYTHON            the host python whose pip fills the wheelhouse (default: python3)
+#   REFRESH_WHEELS=1  resolve the dependencies again even when pyproject's did not change
 #
 # Containers may not reach PyPI (here a TLS-intercepting proxy stands in the way), so the host
 # runs `pip wheel` into build/wheelhouse/ and the builds install from there with --no-index.
@@ -54,18 +55,37 @@ sync_dir() {
     touch -d @0 "$to" "$to"/*
 }
 
+# What decides the dependency wheels: the declared dependencies and the python resolving them.
+deps_key() {
+    "$PYTHON" -c 'import sys, tomllib, json
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print(json.dumps([sorted(deps), sys.version_info[:2]]))' | sha256sum | cut -c1-16
+}
+
 wheelhouse() {
-    local fresh
+    local fresh key only_app=()
     fresh=$(mktemp -d)
+    key=$(deps_key)
+    # The dependencies are resolved again only when they may have changed (or REFRESH_WHEELS=1):
+    # resolving takes most of a warm build, and unchanged wheels keep their layer cached.
+    if [ -z "${REFRESH_WHEELS:-}" ] && [ -f "$WHEELHOUSE/deps.key" ] &&
+        [ "$(cat "$WHEELHOUSE/deps.key")" = "$key" ]; then
+        only_app=(--no-deps)
+    fi
     # setuptools builds in-tree: a stale build/lib would put deleted modules into the wheel.
     rm -rf build/lib build/bdist.*
-    echo "pip wheel: the project and its dependencies -> $WHEELHOUSE" >&2
+    echo "pip wheel: the project${only_app[*]:+ (dependencies unchanged)} -> $WHEELHOUSE" >&2
     SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
-        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$fresh/all" .
-    mkdir -p "$fresh/app" "$fresh/deps"
+        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check "${only_app[@]}" \
+        --wheel-dir "$fresh/all" .
+    mkdir -p "$fresh/app"
     mv "$fresh"/all/cp_migration-*.whl "$fresh/app/"
-    mv "$fresh"/all/*.whl "$fresh/deps/"
-    sync_dir "$fresh/deps" "$WHEELHOUSE/deps"
+    if [ ${#only_app[@]} -eq 0 ]; then
+        mkdir -p "$fresh/deps"
+        mv "$fresh"/all/*.whl "$fresh/deps/"
+        sync_dir "$fresh/deps" "$WHEELHOUSE/deps"
+        echo "$key" >"$WHEELHOUSE/deps.key"
+    fi
     sync_dir "$fresh/app" "$WHEELHOUSE/app"
     rm -rf "$fresh"
 }

@@ -105,7 +105,7 @@ def explain(runs: list[Run]) -> str:
     return "\n".join(f"--- {r.step}: exit {r.exit_code}\n{r.output[-3000:]}" for r in runs)
 
 
-def annotations(cluster: Cluster) -> dict[str, str]:
+def marks_of(cluster: Cluster) -> dict[str, str]:
     cr = cluster.cr()
     assert cr is not None
     return crnames.annotations_of(cr)
@@ -297,7 +297,7 @@ def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
     assert "403" in message
 
     # Nothing half done: the failing step's mark is absent, and so is its work.
-    marks = annotations(cluster)
+    marks = marks_of(cluster)
     for done in MARKS[:position]:
         assert marks.get(done) == "true"
     for undone in MARKS[position:]:

@@ -1,0 +1,99 @@
+"""deploy/: the manifests are accepted by the real apiserver (server-side dry run) and keep the
+rules the issue sets: least privilege, the init-container order, a locked-down securityContext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.errors import ApiError
+from tests.support.cluster import REPO, Cluster, load_manifests, path_of
+
+DEPLOY = REPO / "deploy"
+FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "deployment.yaml")
+STEPS = ("migrator", "backup", "cleaner")
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [obj for name in FILES for obj in load_manifests(DEPLOY / name)]
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in manifests() if obj["kind"] == kind]
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = load_manifests(DEPLOY / "kustomization.yaml")[0]["resources"]
+    assert sorted(listed) == sorted(FILES)
+    assert sorted(p.name for p in DEPLOY.glob("*.yaml")) == sorted([*FILES, "kustomization.yaml"])
+
+
+def test_the_apiserver_accepts_every_manifest(cluster: Cluster) -> None:
+    objects = manifests()
+    for obj in objects:  # a real apply creates the Namespace before what goes into it
+        namespace = obj["metadata"].get("namespace")
+        cluster.ensure_namespace(namespace)
+    for obj in objects:
+        try:
+            cluster.kube.create(
+                path_of(obj, with_name=False), obj, dryRun="All", fieldValidation="Strict"
+            )
+        except ApiError as err:
+            if err.status != 409:  # already there (the e2e tests apply them) is fine
+                pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {err}")
+
+
+def test_rbac_is_least_privilege() -> None:
+    roles = by_kind("ClusterRole") + by_kind("Role")
+    assert {r["metadata"].get("namespace") for r in by_kind("Role")} == {
+        "kyma-system",
+        "istio-system",
+        "connectivity-proxy-backup",
+    }
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), (role["metadata"], rule)
+            assert not {"escalate", "bind", "impersonate", "watch"} & set(rule["verbs"])
+            # list and create cannot be narrowed by name; everything else is, except the
+            # patch of every ServiceMapping (their names are the users').
+            if set(rule["verbs"]) - {"list", "create"} and rule["resources"] != ["servicemappings"]:
+                assert rule.get("resourceNames"), (role["metadata"], rule)
+    # Secrets: read by name, never listed where the module's own secrets live.
+    kyma = next(r for r in by_kind("Role") if r["metadata"]["namespace"] == "kyma-system")
+    secret_rules = [r for r in kyma["rules"] if "secrets" in r["resources"]]
+    assert all(r.get("resourceNames") for r in secret_rules)
+    bindings = by_kind("ClusterRoleBinding") + by_kind("RoleBinding")
+    assert len(bindings) == len(roles)
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "connectivity-proxy-operator",
+                "namespace": "kyma-system",
+            }
+        ]
+
+
+def test_deployment_runs_the_three_steps_in_order_locked_down() -> None:
+    (deployment,) = by_kind("Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == by_kind("ServiceAccount")[0]["metadata"]["name"]
+    inits = spec["initContainers"]
+    assert [c["name"] for c in inits] == list(STEPS)
+    assert [Path(c["image"]).name.split(":")[0] for c in inits] == [f"cp-{s}" for s in STEPS]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for container in [*inits, *spec["containers"]]:
+        context = container["securityContext"]
+        assert context["runAsUser"] == 1337
+        assert context["runAsNonRoot"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        resources = container["resources"]
+        assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert "emptyDir" in volumes[mount["name"]]
