@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from common.errors import RefusedError
+
+if TYPE_CHECKING:
+    import yaml
 
 # A ConfigMap holds at most 1 MiB in all, so a larger document cannot be a real one.
 MAX_YAML_BYTES = 1024 * 1024
@@ -29,6 +30,10 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
         raise RefusedError(f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed")
     if not text.strip():
         raise RefusedError(f"{where}: the YAML document is empty")
+    # Imported here: the cleaner and cp-status need only content_digest, and yaml costs
+    # ~20 ms of their cold start.
+    import yaml
+
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -68,6 +73,8 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
     """Refuse alias bombs, recursive aliases, excessive depth and duplicate keys, before
     anything is constructed: counting expanded nodes on the composed graph is linear in
     its size, however large the expansion would be."""
+    import yaml
+
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()
 
@@ -105,6 +112,8 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
 
 
 def _check_duplicate_keys(node: yaml.MappingNode, where: str) -> None:
+    import yaml
+
     seen: dict[str, int] = {}
     for key_node, _ in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
