@@ -252,6 +252,11 @@ def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:
         current = crnames.get_cr(kube)
         if current is None:
             raise RetryableError(f"ConnectivityProxy {CR_NAME} disappeared before it was marked")
+        if crnames.is_marked(current, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
+            # Our own earlier attempt landed (its answer was lost) or another pod got there
+            # first: marking again would be a second write for nothing.
+            log.info("already marked cleaned", extra=fields(object=CR_NAME))
+            return current
         refusal = planning.refusal_before_backup(current)
         if refusal:
             raise RefusedError(refusal)
