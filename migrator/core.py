@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,9 @@ STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", "kyma-system", "c
 CONFIG_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
 INFO_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy-info")
 MAX_ATTEMPTS = 5
+_STRICT_DECODING = "strict decoding error: "
+_FIELD_PROBLEM = re.compile(r'(unknown|duplicate) field "([^"]+)"')
+MAX_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -132,13 +136,36 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
     except ApiError as err:
         if err.status not in (400, 422):
             raise
-        problems = [
-            f"{cause.get('field') or '?'}: {cause.get('message', '')}".strip()
-            for cause in err.causes
-        ] or [err.api_message]
+        problems: list[str] = []
+        for cause in err.causes:
+            message = cause.get("message", "")
+            if _STRICT_DECODING in message:
+                problems += _strict_decoding_problems(message)
+            else:
+                problems.append(f"{cause.get('field') or '?'}: {_shortened(message)}".strip())
+        problems = problems or _strict_decoding_problems(err.api_message)
         raise RefusedError(
             f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}: the apiserver rejects the "
             f"migrated configuration (from ConfigMap {planning.CONFIG_MAP} key "
             f"{planning.CONFIG_KEY}); the CR is unchanged",
             details=problems,
         ) from err
+
+
+def _strict_decoding_problems(message: str) -> list[str]:
+    """The field paths of a strict-decoding refusal. The apiserver's message quotes the whole
+    merged object first, every configuration value and the CR's managedFields included: up to
+    a megabyte of noise in the log, and values a person may not expect there. Keep the fields."""
+    _, marker, tail = message.rpartition(_STRICT_DECODING)
+    if marker:
+        found = [f"{path}: {kind} field" for kind, path in _FIELD_PROBLEM.findall(tail)]
+        if found:
+            return found
+        message = tail
+    return [_shortened(message)]
+
+
+def _shortened(message: str) -> str:
+    if len(message) > MAX_MESSAGE_CHARS:
+        return message[:MAX_MESSAGE_CHARS] + "... (shortened)"
+    return message
