@@ -246,15 +246,17 @@ def run_chain(
     kubeconfig: Path,
     *,
     as_process: Step | None = None,
+    processes: bool = False,
     env: dict[str, str] | None = None,
     started: Callable[[int], contextlib.AbstractContextManager[None]] | None = None,
 ) -> ChainResult:
     """Each step in order, stopping at the first that fails (as the kubelet would, before it
     restarts the pod). Steps run in-process (fast) except `as_process`, which runs as its own
-    process so that it can be killed (`started(pid)` is active while it runs)."""
+    process so that it can be killed (`started(pid)` is active while it runs), or every step
+    when `processes` (needed to run chains from several threads at once)."""
     results: list[tuple[Step, ToolResult]] = []
     for step in CHAIN:
-        if step == as_process:
+        if processes or step == as_process:
             result = run_process(step, kubeconfig, env=env, started=started)
         else:
             result = run_in_process(step, kubeconfig, env=env)
