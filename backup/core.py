@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from backup import plan as planning
 from common import backups as names
 from common import cr as crnames
-from common.errors import ApiError, RetryableError
+from common.errors import RetryableError, StaleView
 from common.kube import Kube, resource_path
 from common.logs import fields
+from common.retry import replan_on_conflict
 
 log = logging.getLogger("backup")
 
 NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=names.NAMESPACE)
-MAX_ATTEMPTS = 5
 CR_NAME = f"{crnames.NAMESPACE}/{crnames.NAME}"
 
 
@@ -32,7 +32,7 @@ class Outcome:
     changed: bool = False
 
 
-class StaleBackup(RetryableError):
+class StaleBackup(StaleView):
     """A backup read back is not what this run wrote: another run wrote it since."""
 
 
@@ -47,33 +47,9 @@ def now() -> str:
 def backup(kube: Kube, settings: Settings) -> Outcome:
     """Run the step. A 409 (another pod wrote the same backup first, or the CR moved) means
     our view is stale: read everything again and re-plan, a bounded number of times."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return _attempt(kube, settings)
-        except ApiError as err:
-            if err.status != 409 or attempt == MAX_ATTEMPTS:
-                raise
-            log.info(
-                "an object changed while we worked; reading everything again",
-                extra=fields(object=_object_of(err.path), reason=err.reason, attempt=attempt),
-            )
-        except StaleBackup as err:
-            if attempt == MAX_ATTEMPTS:
-                raise
-            log.info(f"{err}; reading everything again", extra=fields(attempt=attempt))
-    raise AssertionError("unreachable")
-
-
-def _object_of(path: str) -> str:
-    """namespace/name from a REST path, for the log line about a conflict."""
-    parts = path.strip("/").split("/")
-    if "namespaces" in parts:
-        at = parts.index("namespaces")
-        rest = parts[at + 1 :]
-        if len(rest) >= 3:
-            return f"{rest[0]}/{rest[2]}"
-        return rest[0] if rest else path
-    return path
+    return replan_on_conflict(
+        lambda: _attempt(kube, settings), log=log, what="the CR, a source or a backup"
+    )
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:

@@ -9,13 +9,12 @@ from backup import plan as planning
 from backup.core import Outcome, configmap_path
 from common import backups as names
 from common.configmap import content_digest
-from common.errors import ApiError, RetryableError
+from common.errors import RetryableError
 from common.kube import Kube
 from common.logs import fields
+from common.retry import replan_on_conflict
 
 log = logging.getLogger("restore")
-
-MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -27,17 +26,9 @@ class Settings:
 def restore(kube: Kube, settings: Settings) -> Outcome:
     """Run the restore; a 409 (the target was created or changed meanwhile, for example by
     the reconciler) means our view is stale: read again and re-plan, a bounded number of times."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return _attempt(kube, settings)
-        except ApiError as err:
-            if err.status != 409 or attempt == MAX_ATTEMPTS:
-                raise
-            log.info(
-                "a ConfigMap changed while we worked; reading everything again",
-                extra=fields(reason=err.reason, attempt=attempt),
-            )
-    raise AssertionError("unreachable")
+    return replan_on_conflict(
+        lambda: _attempt(kube, settings), log=log, what="a backup or its target ConfigMap"
+    )
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:

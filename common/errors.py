@@ -84,3 +84,7 @@ class ApiError(RetryableError):
 
 class ConnectionFailed(RetryableError):
     """No answer from the apiserver (refused, reset, timed out) within the retry budget."""
+
+
+class StaleView(RetryableError):
+    """What a step observed changed before it could act on it; observe and plan again."""

@@ -13,6 +13,7 @@ from common import diff
 from common.errors import ApiError, RefusedError, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
+from common.retry import replan_on_conflict
 from migrator import plan as planning
 
 log = logging.getLogger("migrator")
@@ -20,7 +21,6 @@ log = logging.getLogger("migrator")
 STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy")
 CONFIG_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
 INFO_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy-info")
-MAX_ATTEMPTS = 5
 _STRICT_DECODING = "strict decoding error: "
 _FIELD_PROBLEM = re.compile(r'(unknown|duplicate) field "([^"]+)"')
 MAX_MESSAGE_CHARS = 500
@@ -40,18 +40,9 @@ class Outcome:
 
 
 def migrate(kube: Kube, settings: Settings) -> Outcome:
-    """Run the step; retries the whole observe-plan-apply on a 409 a bounded number of times."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            return _attempt(kube, settings)
-        except ApiError as err:
-            if err.status != 409 or attempt == MAX_ATTEMPTS:
-                raise
-            log.info(
-                "the CR changed while we worked; reading it again",
-                extra=fields(object=f"{crnames.NAMESPACE}/{crnames.NAME}", attempt=attempt),
-            )
-    raise AssertionError("unreachable")
+    return replan_on_conflict(
+        lambda: _attempt(kube, settings), log=log, what=f"{crnames.NAMESPACE}/{crnames.NAME}"
+    )
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
