@@ -12,7 +12,7 @@ IMAGE_ENV = IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$
 	PYTHON=$(BIN)/python
 
 .PHONY: install controlplane test test-fast lint format cluster cluster-down demo clean \
-	podman base-image images push
+	podman base-image images push bench
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,16 @@ test: install controlplane
 # Pure unit tests only: no control plane, no images.
 test-fast: install
 	$(BIN)/pytest -m 'not cluster and not images' $(PYTEST_ARGS)
+
+# Benchmark (issue 5): each tool as a whole process against a local control plane; writes
+# docs/benchmarks.md and docs/benchmarks.png. Never part of `make test`.
+BENCH_ARGS ?=
+bench: $(VENV)/.bench-installed controlplane
+	$(BIN)/python -m hack.bench $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .
