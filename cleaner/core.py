@@ -1,10 +1,13 @@
-"""The cleaner step: observe -> plan -> apply -> mark.
+"""The cleaner step: observe -> plan -> check permissions -> apply -> mark.
 
 Reads: one discovery request, then per legacy kind and namespace a GET by name (one name) or a
-metadata-only LIST (several names): one request per group, and it shows each object's labels
-and ownerReferences, which the "owned by the module" rule needs before anything is deleted.
-Each DELETE then carries the uid that was read, so an object replaced in between is never
-deleted on the strength of what its predecessor looked like.
+metadata-only LIST (several names; never for Secrets, ConfigMaps, Deployments, which are read
+by name so that RBAC need not grant `list` on them): it shows each object's labels and
+ownerReferences, which the "owned by the module" rule needs before anything is deleted. Before
+the first write, one SelfSubjectRulesReview per namespace written in shows whether every
+planned write is allowed (cleaner.access); if one is not, nothing is written. Each DELETE then
+carries the uid that was read, so an object replaced in between is never deleted on the
+strength of what its predecessor looked like.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleaner import observe
+from cleaner import access, observe
 from cleaner import plan as planning
 from common import cr as crnames
 from common.errors import ApiError, RefusedError, RetryableError
@@ -129,6 +132,7 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
         )
     if refusal:
         raise refusal
+    _check_access(kube, plan, pool)
 
     deleted = sum(_delete(kube, delete) for delete in plan.deletes_first)
     handover = _hand_over(kube, plan, pool, dry_run=False)
@@ -142,6 +146,35 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
     )
     crnames.record_event(kube, marked, "Cleaned", message, "cp-cleaner")
     return Outcome(summary=f"{message}; marked {CR_NAME} cleaned", changed=True)
+
+
+def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
+    """Stop before the first write when a planned write is not allowed, so a missing permission
+    never leaves the legacy installation half deleted: one rules review per namespace written
+    in (kyma-system, istio-system), evaluated locally."""
+    planned = access.writes(plan)
+    names = access.namespaces(planned)
+    reviews = dict(
+        zip(names, pool.map(lambda ns: observe.review_rules(kube, ns), names), strict=True)
+    )
+    verdict = access.check(planned, reviews)
+    for write in verdict.unverified:
+        review = reviews[write.namespace or access.CLUSTER_SCOPE_REVIEW]
+        log.info(
+            "permission not shown by an incomplete rules review; trying anyway",
+            extra=fields(
+                object=write.ref,
+                verb=write.verb,
+                kind=write.kind,
+                why=review.error or "incomplete",
+            ),
+        )
+    if verdict.denied:
+        raise RetryableError(
+            f"missing permission for {len(verdict.denied)} planned write(s); nothing was "
+            "changed. Grant them (see deploy/rbac.yaml), then run again",
+            details=[str(write) for write in verdict.denied],
+        )
 
 
 def _delete(kube: Kube, delete: planning.Delete) -> bool:

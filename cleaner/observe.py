@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+from cleaner import access
 from cleaner import plan as planning
 from common import backups
 from common.errors import ApiError
@@ -26,6 +27,7 @@ MAPPING_CRD_PATH = resource_path(
     CRD_GROUP, "v1", "customresourcedefinitions", name=planning.MAPPING_CRD
 )
 BACKUPS_PATH = resource_path("", "v1", "configmaps", backups.NAMESPACE)
+RULES_REVIEW_PATH = resource_path("authorization.k8s.io", "v1", "selfsubjectrulesreviews")
 PAGE_SIZE = 500
 
 
@@ -104,6 +106,25 @@ def read_backups(kube: Kube) -> dict[str, dict[str, Any] | None]:
         if name in wanted:
             found[name] = item
     return found
+
+
+def review_rules(kube: Kube, namespace: str) -> access.Review:
+    """What this identity may do in `namespace` (and cluster-wide): one SelfSubjectRulesReview.
+    Every authenticated user may create one (system:basic-user); should that be taken away,
+    or the API be missing, the review counts as incomplete and blocks nothing."""
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    try:
+        # Creates nothing (the answer is computed, never stored): safe to repeat.
+        answer = kube.request("POST", RULES_REVIEW_PATH, body=body, retry_safe=True)
+    except ApiError as err:
+        if err.status not in (403, 404):
+            raise
+        return access.Review(namespace, (), incomplete=True, error=str(err))
+    return access.Review.from_status(namespace, answer.get("status") or {})
 
 
 def read_mapping_crd(kube: Kube) -> dict[str, Any] | None:

@@ -159,11 +159,19 @@ def served_version(kind: Kind, served: Served) -> str | None:
     return versions[0] if versions else None
 
 
+# Kinds read by name only, one metadata-only GET per object, never LISTed: RBAC cannot narrow
+# a list by name, and `list` on these would let the cleaner read every Secret, every ConfigMap
+# and every pod template (env values) in a namespace it shares with others. A LIST of the other
+# kinds (Services, ServiceAccounts, RBAC, Istio routing) shows nothing that is not readable
+# cluster-wide in a typical setup, so it keeps saving one request per extra name.
+READ_BY_NAME = frozenset({SECRETS, CONFIG_MAPS, DEPLOYMENTS})
+
+
 @dataclass(frozen=True)
 class Read:
     """One read of legacy objects: a GET by name when one name is wanted from a kind in a
-    namespace, a LIST (metadata only) when several are: one request either way, the fewest
-    that still show each object's labels and ownerReferences."""
+    namespace (always, for READ_BY_NAME), a LIST (metadata only) when several are: one request
+    either way, the fewest that still show each object's labels and ownerReferences."""
 
     kind: Kind
     version: str
@@ -177,12 +185,13 @@ class Read:
 
 def reads(served: Served) -> tuple[list[Read], list[Kind]]:
     """The reads to make, and the kinds skipped because the cluster does not serve them."""
-    grouped: dict[tuple[Kind, str | None], list[str]] = {}
+    grouped: dict[tuple[Kind, str | None, str | None], list[str]] = {}
     for obj in LEGACY_OBJECTS:
-        grouped.setdefault((obj.kind, obj.namespace), []).append(obj.name)
+        one = obj.name if obj.kind in READ_BY_NAME else None
+        grouped.setdefault((obj.kind, obj.namespace, one), []).append(obj.name)
     found: list[Read] = []
     skipped: list[Kind] = []
-    for (kind, namespace), names in grouped.items():
+    for (kind, namespace, _), names in grouped.items():
         version = served_version(kind, served)
         if version is None:
             if kind not in skipped:

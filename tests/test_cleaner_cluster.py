@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from tests.support.cleaning import (
     mapping,
     wait_discovery,
 )
-from tests.support.cluster import FIXTURES, Cluster, load_manifests
+from tests.support.cluster import FIXTURES, REPO, Cluster, load_manifests
 
 CLEANER = "cleaner.cli:main"
 MIGRATOR = "migrator.cli:main"
@@ -134,10 +136,14 @@ def test_cleans_a_standard_installation_and_marks_the_cr(installed: Cluster) -> 
     if audit.available:
         sent = audit.requests("cp-migration/cleaner")
         verbs = [line.split()[0] for line in sent]
-        # One discovery, one read per legacy kind and namespace, one DELETE per object, the
-        # hand-over, the mark and the Event: about 60, never a GET per object on top.
+        # The CR, one discovery, 21 reads of legacy objects (one per kind and namespace, but
+        # one GET per name for Secrets, ConfigMaps and Deployments, which are never listed:
+        # 4 more than one LIST each), the backups, the ServiceMapping CRD, one rules review per
+        # namespace written in (kyma-system, istio-system), 35 DELETEs, the CRD hand-over and
+        # the mapping LIST, the mark and the Event: 66, never a GET per object on top.
         assert verbs.count("delete") == 35, sent
-        assert len(sent) <= 62, "\n".join(sent)
+        assert sum("selfsubjectrulesreviews" in line for line in sent) == 2, sent
+        assert len(sent) <= 66, "\n".join(sent)
     assert cr_annotations(cluster)[CLEANED] == "true"
     assert "marked kyma-system/connectivity-proxy cleaned" in result.stdout
     assert "deleted: legacy installation object=kyma-system/connectivity-proxy" in result.output
@@ -491,3 +497,107 @@ def test_runs_as_a_module_with_python_m(installed: Cluster) -> None:
     assert result.exit_code == 0, result.output
     assert remaining(installed) == []
     assert '"object": "kyma-system/connectivity-proxy"' in result.stderr
+
+
+# -- permissions ---------------------------------------------------------------------------------
+
+DEPLOY = REPO / "deploy"
+SERVICE_ACCOUNT = ("kyma-system", "connectivity-proxy-operator")
+
+
+def deploy_rbac_without(cluster: Cluster, matches: Callable[[dict[str, Any]], bool]) -> None:
+    """deploy/'s ServiceAccount and RBAC, minus the rules `matches` picks (at most one)."""
+    objects = [
+        obj
+        for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml")
+        for obj in load_manifests(DEPLOY / name)
+    ]
+    removed = 0
+    for obj in objects:
+        if obj["kind"] in ("Role", "ClusterRole"):
+            kept = [rule for rule in obj["rules"] if not matches(rule)]
+            removed += len(obj["rules"]) - len(kept)
+            obj["rules"] = kept
+    assert removed <= 1, "the test means to remove one rule at most"
+    cluster.apply(objects)
+
+
+def service_account_kubeconfig(cluster: Cluster, folder: Path) -> Path:
+    """A kubeconfig for deploy/'s ServiceAccount: the cluster's server and CA, and a token
+    minted by the apiserver (TokenRequest API)."""
+    namespace, name = SERVICE_ACCOUNT
+    answer = cluster.kube.request(
+        "POST",
+        resource_path("", "v1", "serviceaccounts", namespace, name, "token"),
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+        retry_safe=True,
+    )
+    admin = json.loads(cluster.kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "sa", "user": {"token": answer["status"]["token"]}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+        "current-context": "sa",
+    }
+    path = folder / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rule", "missing"),
+    [
+        (
+            lambda r: (
+                r["resources"] == ["secrets"]
+                and r.get("resourceNames") == ["cc-certs-cacert", "cc-certs"]
+                and r["verbs"] == ["delete"]
+            ),
+            ['cannot delete resource "secrets" in API group "": secrets istio-system/cc-certs'],
+        ),
+        (
+            lambda r: r["resources"] == ["clusterroles"] and r["verbs"] == ["delete"],
+            [
+                'cannot delete resource "clusterroles" in API group "rbac.authorization.k8s.io": '
+                "clusterroles.rbac.authorization.k8s.io connectivity-proxy-restart-watcher"
+            ],
+        ),
+        (lambda r: False, []),
+    ],
+    ids=["istio-secrets", "clusterroles", "all-granted"],
+)
+def test_a_missing_delete_permission_stops_the_cleaner_before_any_write(
+    installed: Cluster, tmp_path: Path, rule: Callable[[dict[str, Any]], bool], missing: list[str]
+) -> None:
+    """deploy/'s RBAC minus one delete rule (get or list still granted, so every read works):
+    the permission preflight exits 1 naming verb, resource and object, and nothing is written:
+    no object deleted, no ServiceMapping or CRD handed over, the CR not marked."""
+    cluster = installed
+    cluster.apply([mapping("sm-rbac")])
+    deploy_rbac_without(cluster, rule)
+    as_service_account = Cluster(service_account_kubeconfig(cluster, tmp_path))
+    before = cluster.cr()
+    assert before is not None
+    result = as_service_account.run(CLEANER)
+    if not missing:  # deploy/'s RBAC as it is: every planned write is allowed
+        assert result.exit_code == 0, result.output
+        assert remaining(cluster) == []
+        return
+    assert result.exit_code == 1, result.output
+    assert "planned write(s); nothing was changed" in result.output
+    for line in missing:
+        assert line in result.output
+    assert "403" not in result.output  # stopped by the preflight, not by a refused write
+    assert len(remaining(cluster)) == 35, "the cleaner deleted something"
+    after = cluster.cr()
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert not any(handed_over(meta) for meta in mapping_metas(cluster))
+    crd = cluster.get("apiextensions.k8s.io", "v1", "customresourcedefinitions", None, MAPPING_CRD)
+    assert crd is not None and not handed_over(crd["metadata"])

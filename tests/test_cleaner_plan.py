@@ -124,9 +124,33 @@ def test_reads_group_names_by_kind_and_namespace_and_skip_unserved_kinds() -> No
     assert services.by_list and len(services.names) == 5
     statefulset = by_key[("statefulsets", "kyma-system")]
     assert not statefulset.by_list
-    # Secrets in two namespaces are two reads.
-    assert ("secrets", "istio-system") in by_key and ("secrets", "kyma-system") in by_key
+    # Secrets, ConfigMaps and Deployments are read by name (one GET each), never listed.
+    for read in reads:
+        if read.kind in planning.READ_BY_NAME:
+            assert not read.by_list and len(read.names) == 1, read
+    secrets = [r for r in reads if r.kind == planning.SECRETS]
+    assert sorted((r.namespace, r.names[0]) for r in secrets) == [
+        ("istio-system", "cc-certs"),
+        ("istio-system", "cc-certs-cacert"),
+        ("kyma-system", "connectivity-sm-operator-secrets-tls"),
+    ]
     assert sum(len(r.names) for r in reads) == 35 - 8  # 8 Istio and cert objects
+
+
+def test_a_standard_install_takes_21_reads_of_which_6_lists() -> None:
+    # 17 (resource, namespace) pairs; Secrets in istio-system (2 names), ConfigMaps (3) and
+    # Deployments (2) cost 4 GETs more than one LIST each would.
+    reads, skipped = planning.reads(SERVED_ALL)
+    assert not skipped
+    assert len(reads) == 21
+    assert sorted(r.kind.resource for r in reads if r.by_list) == [
+        "clusterrolebindings",
+        "clusterroles",
+        "destinationrules",
+        "serviceaccounts",
+        "services",
+        "virtualservices",
+    ]
 
 
 def test_aggregated_discovery_is_parsed_preferred_version_first() -> None:

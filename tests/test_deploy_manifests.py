@@ -61,10 +61,20 @@ def test_rbac_is_least_privilege() -> None:
             # patch of every ServiceMapping (their names are the users').
             if set(rule["verbs"]) - {"list", "create"} and rule["resources"] != ["servicemappings"]:
                 assert rule.get("resourceNames"), (role["metadata"], rule)
-    # Secrets: read by name, never listed where the module's own secrets live.
-    kyma = next(r for r in by_kind("Role") if r["metadata"]["namespace"] == "kyma-system")
-    secret_rules = [r for r in kyma["rules"] if "secrets" in r["resources"]]
-    assert all(r.get("resourceNames") for r in secret_rules)
+    # Secrets anywhere, and ConfigMaps and Deployments in the shared kyma-system: read and
+    # deleted by name, never listed (a list reads every one; RBAC cannot narrow it by name).
+    for role in roles:
+        shared = role["kind"] == "ClusterRole" or role["metadata"]["namespace"] == "kyma-system"
+        sensitive = {"secrets"} | ({"configmaps", "deployments"} if shared else set())
+        for rule in role["rules"]:
+            if sensitive & set(rule["resources"]):
+                assert rule.get("resourceNames"), (role["metadata"], rule)
+                assert "list" not in rule["verbs"], (role["metadata"], rule)
+    istio = next(r for r in by_kind("Role") if r["metadata"]["namespace"] == "istio-system")
+    secret_verbs = {
+        verb for rule in istio["rules"] if "secrets" in rule["resources"] for verb in rule["verbs"]
+    }
+    assert secret_verbs == {"get", "delete"}
     bindings = by_kind("ClusterRoleBinding") + by_kind("RoleBinding")
     assert len(bindings) == len(roles)
     for binding in bindings:

@@ -265,8 +265,17 @@ def _without_rule(
             "get",
             "priorityclasses",
         ),
+        # Only the delete is missing (the list of Services still works): the cleaner's
+        # permission preflight stops it before its first write, not a 403 halfway through.
+        (
+            "kyma-system",
+            lambda r: r["resources"] == ["services"] and r["verbs"] == ["delete"],
+            "cleaner",
+            "delete",
+            "services",
+        ),
     ],
-    ids=["migrator", "backup", "cleaner"],
+    ids=["migrator", "backup", "cleaner-get", "cleaner-delete"],
 )
 def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
     installation: Cluster,
@@ -294,7 +303,11 @@ def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
     ]
     message = "\n".join(errors)
     assert f'cannot {verb} resource "{resource}"' in message, runs[-1].output
-    assert "403" in message
+    if verb == "delete":  # found by the preflight, before any write was tried
+        assert "nothing was changed" in message, runs[-1].output
+        assert "kyma-system/connectivity-proxy-tunnel" in message, runs[-1].output
+    else:
+        assert "403" in message
 
     # Nothing half done: the failing step's mark is absent, and so is its work.
     marks = marks_of(cluster)
@@ -311,6 +324,10 @@ def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
             assert cluster.configmap(backups.NAMESPACE, name) is None
     remaining = [obj for obj in legacy_objects() if cluster.kube.get(legacy_path(obj))]
     assert len(remaining) == len(legacy_objects()), "the cleaner deleted something"
+    for name in MAPPINGS:  # nor handed a ServiceMapping over
+        mapping = cluster.kube.get(f"{MAPPING_PATH}/{name}")
+        assert mapping is not None
+        assert "app.kubernetes.io/managed-by" not in (mapping["metadata"].get("labels") or {})
 
 
 # -- by hand ------------------------------------------------------------------------------------
