@@ -129,10 +129,18 @@ def cleaner_minimum(n: int) -> list[Need]:
     needs += [
         Need(1, "discovery once: GET /apis, aggregated (which legacy kinds the cluster serves)"),
         Need(
-            17,
+            21,
             "read the legacy objects to spare module-owned ones: one metadata LIST per "
-            "(resource, namespace) of the issue's tables (10 in kyma-system, 3 in istio-system, "
-            "4 cluster-scoped); one GET per object would be 35",
+            "(resource, namespace) for kinds that carry no payload, and one metadata GET per "
+            "name for Secrets, ConfigMaps and Deployments, so that least-privilege RBAC never "
+            "grants `list` on kinds holding data in shared namespaces (one GET per object "
+            "would be 35)",
+        ),
+        Need(
+            2,
+            "permission preflight: one SelfSubjectRulesReview per namespace written in "
+            "(kyma-system, istio-system), so a missing permission fails before the first "
+            "delete and leaves nothing half done",
         ),
         Need(1, "read the two backups (uid and resourceVersion preconditions): one LIST"),
         Need(35, "DELETE each legacy object present (35 in the standard installation)"),
