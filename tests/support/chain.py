@@ -431,7 +431,8 @@ class AuditWindow:
             if event.get("verb") not in AUDIT_MUTATING_VERBS:
                 continue
             uri = str(event.get("requestURI", ""))
-            if "dryRun=All" in uri:
+            # Dry runs and access reviews (SelfSubjectRulesReview) change nothing.
+            if "dryRun=All" in uri or uri.startswith("/apis/authorization.k8s.io/"):
                 continue
             found.append(f"{event['verb']} {uri}")
         return found

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+REVIEWS = "/apis/authorization.k8s.io/"
 # Hop-by-hop headers, and those the proxy sets itself.
 _DROPPED_REQUEST_HEADERS = frozenset(
     {"host", "authorization", "connection", "keep-alive", "content-length", "transfer-encoding"}
@@ -105,7 +106,8 @@ class Request:
 
     @property
     def mutating(self) -> bool:
-        return self.method in MUTATING_METHODS
+        # Access reviews are POSTed but only ask a question; they store nothing.
+        return self.method in MUTATING_METHODS and not self.path.startswith(REVIEWS)
 
     @property
     def writes(self) -> bool:
