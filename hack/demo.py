@@ -4,33 +4,43 @@ migration steps in init-container order, then what changed."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from click.testing import CliRunner
 
+import backup.cli
+import cleaner.cli
+import cleaner.status_cli
+import migrator.cli
 from common import diff
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster
 
-# (console script, click command) in init-container order; steps not built yet are skipped.
+# (console script, click command) in init-container order.
 STEPS = (
-    ("cp-migrator", "migrator.cli:main"),
-    ("cp-backup", "backup.cli:backup_main"),
-    ("cp-cleaner", "cleaner.cli:main"),
+    ("cp-migrator", migrator.cli.main),
+    ("cp-backup", backup.cli.backup_main),
+    ("cp-cleaner", cleaner.cli.main),
 )
-STATUS = ("cp-status", "cleaner.status_cli:main")
 
 
-def load(entry: str) -> Any:
-    module_name, _, attribute = entry.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError):
-        return None
+def service_mappings(count: int) -> list[dict[str, object]]:
+    """A few ServiceMappings as users of the legacy component created them."""
+    return [
+        {
+            "apiVersion": "connectivityproxy.sap.com/v1",
+            "kind": "ServiceMapping",
+            "metadata": {"name": f"demo-mapping-{index}"},
+            "spec": {
+                "type": "RFC",
+                "subaccountId": "1b3c5d7e-9f21-4a6b-8c0d-2e4f6a8b0c1d",
+                "serviceId": f"demo-service-{index}",
+                "internalAddress": f"erp-{index}.example.internal:3300",
+            },
+        }
+        for index in range(count)
+    ]
 
 
 def main() -> int:
@@ -46,18 +56,13 @@ def main() -> int:
     legacy.install(cluster)
     cluster.apply_file(FIXTURES / "legacy-objects.yaml")
     cluster.apply_file(FIXTURES / "legacy-istio-objects.yaml")
+    cluster.apply(service_mappings(3))
     before = cluster.cr() or {}
 
     runner = CliRunner()
-    for script, entry in STEPS:
-        command = load(entry)
-        if command is None:
-            print(f"== {script}: not built yet, skipped")
-            continue
+    for script, command in STEPS:
         print(f"== {script}")
-        result = runner.invoke(
-            command, ["--kubeconfig", args.kubeconfig, "--log-format", "text"]
-        )
+        result = runner.invoke(command, ["--kubeconfig", args.kubeconfig, "--log-format", "text"])
         sys.stdout.write(result.stderr)
         sys.stdout.write(result.stdout)
         if result.exit_code != 0:
@@ -68,22 +73,22 @@ def main() -> int:
     print("== what changed in kyma-system/connectivity-proxy")
     print(
         diff.unified(
-            {"metadata": {"annotations": before["metadata"].get("annotations") or {}},
-             "spec": before.get("spec")},
-            {"metadata": {"annotations": after["metadata"].get("annotations") or {}},
-             "spec": after.get("spec")},
+            {
+                "metadata": {"annotations": before["metadata"].get("annotations") or {}},
+                "spec": before.get("spec"),
+            },
+            {
+                "metadata": {"annotations": after["metadata"].get("annotations") or {}},
+                "spec": after.get("spec"),
+            },
             "before",
             "after",
         )
         or "(nothing)"
     )
-    status = load(STATUS[1])
-    if status is not None:
-        print(f"== {STATUS[0]}")
-        result = runner.invoke(status, ["--kubeconfig", args.kubeconfig])
-        sys.stdout.write(result.stdout)
-    else:
-        print("== annotations:", json.dumps(after["metadata"].get("annotations"), indent=2))
+    print("== cp-status")
+    result = runner.invoke(cleaner.status_cli.main, ["--kubeconfig", args.kubeconfig])
+    sys.stdout.write(result.stdout)
     return 0
 
 
