@@ -11,7 +11,7 @@ BASE_IMAGE ?=
 IMAGE_ENV = IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE) \
 	PYTHON=$(BIN)/python
 
-.PHONY: install controlplane test test-fast lint format cluster cluster-down demo clean \
+.PHONY: install controlplane test test-reliability test-fast lint format cluster cluster-down demo clean \
 	podman base-image images push bench
 
 install: $(VENV)/.installed
@@ -28,6 +28,11 @@ controlplane:
 
 test: install controlplane
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The reliability suite alone (crash points, faults, concurrency, bad input, security);
+# `make test` runs it too.
+test-reliability: install controlplane
+	$(BIN)/pytest tests/test_reliability_*.py $(PYTEST_ARGS)
 
 # Pure unit tests only: no control plane, no images.
 test-fast: install
