@@ -45,6 +45,32 @@ def test_the_apiserver_accepts_every_manifest(cluster: Cluster) -> None:
                 pytest.fail(f"{obj['kind']} {obj['metadata']['name']}: {err}")
 
 
+def test_rbac_is_split_by_step() -> None:
+    """Each step has roles of its own (a ClusterRole only where it has cluster-scoped access),
+    each bound by a binding of the same name; tests/test_rbac_*.py prove each set sufficient
+    for its step and each single grant in it necessary."""
+    roles = {
+        (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"])
+        for r in by_kind("ClusterRole") + by_kind("Role")
+    }
+    assert roles == {
+        ("Role", "kyma-system", "cp-migration-migrator"),
+        ("ClusterRole", None, "cp-migration-backup"),
+        ("Role", "kyma-system", "cp-migration-backup"),
+        ("Role", "connectivity-proxy-backup", "cp-migration-backup"),
+        ("ClusterRole", None, "cp-migration-cleaner"),
+        ("Role", "kyma-system", "cp-migration-cleaner"),
+        ("Role", "istio-system", "cp-migration-cleaner"),
+        ("Role", "connectivity-proxy-backup", "cp-migration-cleaner"),
+    }
+    bound = {
+        (b["roleRef"]["kind"], b["metadata"].get("namespace"), b["roleRef"]["name"])
+        for b in by_kind("ClusterRoleBinding") + by_kind("RoleBinding")
+        if b["metadata"]["name"] == b["roleRef"]["name"]
+    }
+    assert bound == roles
+
+
 def test_rbac_is_least_privilege() -> None:
     roles = by_kind("ClusterRole") + by_kind("Role")
     assert {r["metadata"].get("namespace") for r in by_kind("Role")} == {
@@ -70,11 +96,25 @@ def test_rbac_is_least_privilege() -> None:
             if sensitive & set(rule["resources"]):
                 assert rule.get("resourceNames"), (role["metadata"], rule)
                 assert "list" not in rule["verbs"], (role["metadata"], rule)
-    istio = next(r for r in by_kind("Role") if r["metadata"]["namespace"] == "istio-system")
+    istio = [r for r in by_kind("Role") if r["metadata"]["namespace"] == "istio-system"]
     secret_verbs = {
-        verb for rule in istio["rules"] if "secrets" in rule["resources"] for verb in rule["verbs"]
+        verb
+        for role in istio
+        for rule in role["rules"]
+        if "secrets" in rule["resources"]
+        for verb in rule["verbs"]
     }
     assert secret_verbs == {"get", "delete"}
+    # Only the backup writes backups; the cleaner only lists them.
+    for role in by_kind("Role"):
+        if role["metadata"]["namespace"] == "connectivity-proxy-backup":
+            verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+            expected = (
+                {"get", "update", "create"}
+                if role["metadata"]["name"].endswith("-backup")
+                else {"list"}
+            )
+            assert verbs == expected, role["metadata"]
     bindings = by_kind("ClusterRoleBinding") + by_kind("RoleBinding")
     assert len(bindings) == len(roles)
     for binding in bindings:

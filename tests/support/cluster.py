@@ -248,15 +248,22 @@ class Cluster:
 
     # -- running the tools -----------------------------------------------------------------
 
-    def run(self, entry: str, *args: str, env: dict[str, str] | None = None) -> ToolResult:
-        """Run a console script's click command in-process (fast) against this cluster."""
+    def run(
+        self,
+        entry: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        kubeconfig: Path | None = None,
+    ) -> ToolResult:
+        """Run a console script's click command in-process (fast) against this cluster, as the
+        admin or, with `kubeconfig`, as another identity (a ServiceAccount's token)."""
         module_name, _, attribute = entry.partition(":")
         module = __import__(module_name, fromlist=[attribute])
         command = getattr(module, attribute)
         runner = CliRunner()
         result = runner.invoke(
             command,
-            ["--kubeconfig", str(self.kubeconfig), "--log-format", "text", *args],
+            ["--kubeconfig", str(kubeconfig or self.kubeconfig), "--log-format", "text", *args],
             env=env,
             catch_exceptions=False,
         )
