@@ -227,39 +227,47 @@ def test_chain_migrates_backs_up_and_cleans_in_cluster_with_rbac(
 
 
 def _without_rule(
-    role_namespace: str, matches: Callable[[dict[str, Any]], bool]
+    roles: tuple[tuple[str, str | None], ...], matches: Callable[[dict[str, Any]], bool]
 ) -> list[dict[str, Any]]:
+    """deploy/'s objects with one rule taken out of each of `roles`, named by (name,
+    namespace); a namespace of None means that step's ClusterRole. The Pod's one
+    ServiceAccount holds every step's roles, so a rule two steps share is missing only when it
+    is taken out of both."""
     objects = copy.deepcopy(deploy_objects())
     removed = 0
     for obj in objects:
-        in_place = obj["metadata"].get("namespace") == role_namespace
-        if obj["kind"] in ("Role", "ClusterRole") and (in_place or role_namespace == "*"):
+        meta = obj["metadata"]
+        if (
+            obj["kind"] in ("Role", "ClusterRole")
+            and (meta["name"], meta.get("namespace")) in roles
+        ):
             kept = [rule for rule in obj["rules"] if not matches(rule)]
             removed += len(obj["rules"]) - len(kept)
             obj["rules"] = kept
-    assert removed == 1, "the test means to remove exactly one rule"
+    assert removed == len(roles), "the test means to remove exactly one rule from each role"
     return objects
 
 
 @pytest.mark.parametrize(
-    ("role_namespace", "rule", "failing", "verb", "resource"),
+    ("roles", "rule", "failing", "verb", "resource"),
     [
         (
-            "kyma-system",
+            # Every step reads the CR: the migrator, first, is the one that fails.
+            tuple((f"cp-migration-{step}", "kyma-system") for step in STEPS),
             lambda r: r["resources"] == ["connectivityproxies"],
             "migrator",
             "get",
             "connectivityproxies",
         ),
         (
-            backups.NAMESPACE,
+            (("cp-migration-backup", backups.NAMESPACE),),
             lambda r: r["verbs"] == ["get", "update"],
             "backup",
             "get",
             "configmaps",
         ),
         (
-            "*",
+            (("cp-migration-cleaner", None),),
             lambda r: r["resources"] == ["priorityclasses"],
             "cleaner",
             "get",
@@ -268,7 +276,7 @@ def _without_rule(
         # Only the delete is missing (the list of Services still works): the cleaner's
         # permission preflight stops it before its first write, not a 403 halfway through.
         (
-            "kyma-system",
+            (("cp-migration-cleaner", "kyma-system"),),
             lambda r: r["resources"] == ["services"] and r["verbs"] == ["delete"],
             "cleaner",
             "delete",
@@ -281,14 +289,14 @@ def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
     installation: Cluster,
     images: Images,
     tmp_path: Path,
-    role_namespace: str,
+    roles: tuple[tuple[str, str | None], ...],
     rule: Callable[[dict[str, Any]], bool],
     failing: str,
     verb: str,
     resource: str,
 ) -> None:
     cluster = installation
-    for obj in _without_rule(role_namespace, rule):
+    for obj in _without_rule(roles, rule):
         if obj["kind"] in ("Role", "ClusterRole"):
             cluster.apply([obj])
     before = cluster.cr()
