@@ -78,7 +78,8 @@ class Review:
 
 
 def writes(plan: planning.Plan) -> list[Write]:
-    """Every write a real run of `plan` makes. The Event is best effort and not among them."""
+    """Every write a real run of `plan` makes (and the one late read, see below). The Event
+    is best effort and not among them."""
     found = [
         Write(
             "delete", d.target.kind.group, d.target.kind.resource, d.target.namespace, d.target.name
@@ -92,6 +93,9 @@ def writes(plan: planning.Plan) -> list[Write]:
     if plan.mapping_version is not None:
         # Names are the users' and read only while patching: a grant for every name is needed.
         found.append(Write("patch", planning.MAPPING_GROUP, planning.MAPPING_PLURAL, None, None))
+        # A read, but the one read made after writing has begun (the mappings are listed
+        # while they are handed over): checked up front so its absence leaves nothing half done.
+        found.append(Write("list", planning.MAPPING_GROUP, planning.MAPPING_PLURAL, None, None))
     found.append(Write("patch", crnames.GROUP, crnames.PLURAL, crnames.NAMESPACE, crnames.NAME))
     return found
 

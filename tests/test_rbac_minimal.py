@@ -17,7 +17,7 @@ import pytest
 
 from common import cr as crnames
 from tests.support.cluster import Cluster
-from tests.support.rbac import CLEANER_READS_AFTER_FIRST_WRITE, STEPS, Grant, Lab, grants
+from tests.support.rbac import STEPS, Grant, Lab, grants
 
 GRANTS = [grant for step in STEPS for grant in grants(step)]
 MARK = {
@@ -64,9 +64,7 @@ def test_every_single_grant_is_needed(lab: Lab, grant: Grant) -> None:
     assert cr is None or MARK[grant.step] not in crnames.annotations_of(cr)
     if grant.step == "migrator":  # the CR is its only write
         assert after == before
-    if grant.step == "cleaner" and (grant.verb, grant.resource) not in (
-        CLEANER_READS_AFTER_FIRST_WRITE
-    ):
+    if grant.step == "cleaner":
         changed = sorted(
             key for key in set(before) | set(after) if before.get(key) != after.get(key)
         )

@@ -62,11 +62,6 @@ SCENARIOS: dict[tuple[str, ...], str] = {
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
 # is lost is the Event itself (which tests/test_rbac_steps.py expects).
 BEST_EFFORT = {("create", "events")}
-# The cleaner's permission preflight checks its writes, not its reads, and the ServiceMappings
-# are listed only while they are handed over: after the legacy webhook is deleted and the
-# ServiceMapping CRD handed over. Without this grant those two writes have happened (a rerun
-# with the grant finishes the job; the CR is not marked cleaned).
-CLEANER_READS_AFTER_FIRST_WRITE = {("list", "servicemappings")}
 
 
 # -- the manifests ---------------------------------------------------------------------------
