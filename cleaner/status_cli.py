@@ -6,17 +6,10 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, Options, run
+from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.option(
-    "--kubeconfig",
-    envvar="CP_KUBECONFIG",
-    type=click.Path(dir_okay=False),
-    help="Kubeconfig file. Default: $KUBECONFIG, then in-cluster, then ~/.kube/config.",
-)
-@click.option("--context", envvar="CP_CONTEXT", help="Kubeconfig context to use.")
 @click.option(
     "-o",
     "--output",
@@ -26,15 +19,7 @@ from common.cli import CONTEXT_SETTINGS, Options, run
     show_default=True,
     help="A readable table, or JSON for scripts.",
 )
-@click.option(
-    "--log-format",
-    envvar="CP_LOG_FORMAT",
-    type=click.Choice(["auto", "json", "text"]),
-    default="auto",
-    show_default=True,
-    help="auto: JSON lines when stderr is not a terminal, text when it is.",
-)
-@click.option("-v", "--verbose", envvar="CP_VERBOSE", count=True, help="More detail (debug logs).")
+@read_only_options
 def main(**params: Any) -> None:
     """Show where a cluster stands in the migration to the Connectivity Proxy module.
 
@@ -45,13 +30,7 @@ def main(**params: Any) -> None:
     Exit codes: 0 (whatever the state), 1 the cluster cannot be reached, 2 usage.
     """
     output = params.pop("output")
-    options = Options(
-        kubeconfig=params["kubeconfig"],
-        context=params["context"],
-        dry_run=False,
-        log_format=params["log_format"],
-        verbose=params["verbose"],
-    )
+    options = options_from(params)
 
     def body() -> None:
         import json

@@ -35,7 +35,7 @@ class Options:
     verbose: int
 
 
-def shared_options(func: F) -> F:
+def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
     decorators = [
         click.option(
             "--kubeconfig",
@@ -44,12 +44,6 @@ def shared_options(func: F) -> F:
             help="Kubeconfig file. Default: $KUBECONFIG, then in-cluster, then ~/.kube/config.",
         ),
         click.option("--context", envvar="CP_CONTEXT", help="Kubeconfig context to use."),
-        click.option(
-            "--dry-run",
-            envvar="CP_DRY_RUN",
-            is_flag=True,
-            help="Show the plan and change nothing.",
-        ),
         click.option(
             "--log-format",
             envvar="CP_LOG_FORMAT",
@@ -62,16 +56,40 @@ def shared_options(func: F) -> F:
             "-v", "--verbose", envvar="CP_VERBOSE", count=True, help="More detail (debug logs)."
         ),
     ]
+    if dry_run:
+        decorators.insert(
+            2,
+            click.option(
+                "--dry-run",
+                envvar="CP_DRY_RUN",
+                is_flag=True,
+                help="Show the plan and change nothing.",
+            ),
+        )
+    return decorators
+
+
+def _apply(func: F, decorators: list[Callable[[Any], Any]]) -> F:
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def shared_options(func: F) -> F:
+    """The options of every tool that changes the cluster."""
+    return _apply(func, _option_decorators(dry_run=True))
+
+
+def read_only_options(func: F) -> F:
+    """The same without --dry-run, for a tool that only reads (cp-status)."""
+    return _apply(func, _option_decorators(dry_run=False))
 
 
 def options_from(params: dict[str, Any]) -> Options:
     return Options(
         kubeconfig=params.pop("kubeconfig"),
         context=params.pop("context"),
-        dry_run=params.pop("dry_run"),
+        dry_run=params.pop("dry_run", False),
         log_format=params.pop("log_format"),
         verbose=params.pop("verbose"),
     )
