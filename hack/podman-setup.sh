@@ -21,8 +21,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} ..." >&2
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" slirp4netns uidmap >/dev/null
+    # With recommends: podman's networking (netavark, CNI plugins) and buildah come from them,
+    # and `podman build` runs its RUN steps through that networking.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        "${missing[@]}" slirp4netns uidmap fuse-overlayfs >/dev/null
 fi
 
 desired="$MARKER
