@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# kube-apiserver and etcd, built from Go modules once into ~/.cache (10-20 min cold).
+# kube-apiserver and etcd, built from Go modules once into ~/.cache (about 5 min cold on 2 cores).
 controlplane:
 	bash hack/controlplane/build.sh
 

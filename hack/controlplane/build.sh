@@ -42,7 +42,7 @@ echo "building etcd $ETCD_VERSION into $cache" >&2
 (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$cache/etcd.tmp" .)
 mv "$cache/etcd.tmp" "$cache/etcd"
 
-echo "building kube-apiserver $KUBE_VERSION into $cache (10-20 minutes on 2 cores)" >&2
+echo "building kube-apiserver $KUBE_VERSION into $cache (about 5 minutes on 2 cores)" >&2
 (cd "$here/kube-apiserver" && go build -trimpath -ldflags "$ldflags" -o "$cache/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 mv "$cache/kube-apiserver.tmp" "$cache/kube-apiserver"
 echo "$cache"
