@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -523,31 +522,9 @@ def deploy_rbac_without(cluster: Cluster, matches: Callable[[dict[str, Any]], bo
 
 
 def service_account_kubeconfig(cluster: Cluster, folder: Path) -> Path:
-    """A kubeconfig for deploy/'s ServiceAccount: the cluster's server and CA, and a token
-    minted by the apiserver (TokenRequest API)."""
+    """A kubeconfig for deploy/'s ServiceAccount, with a token minted by the apiserver."""
     namespace, name = SERVICE_ACCOUNT
-    answer = cluster.kube.request(
-        "POST",
-        resource_path("", "v1", "serviceaccounts", namespace, name, "token"),
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 600},
-        },
-        retry_safe=True,
-    )
-    admin = json.loads(cluster.kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": "sa", "user": {"token": answer["status"]["token"]}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    path = folder / "kubeconfig"
-    path.write_text(json.dumps(config))
-    return path
+    return cluster.token_kubeconfig(namespace, name, folder / "kubeconfig", seconds=600)
 
 
 @pytest.mark.parametrize(

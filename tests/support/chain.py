@@ -34,6 +34,7 @@ from tests.support.cluster import (
     ToolResult,
     load_manifests,
 )
+from tests.support.cluster import AuditWindow as BaseAuditWindow
 
 
 @dataclass(frozen=True)
@@ -401,24 +402,8 @@ def resource_versions(cluster: Cluster) -> dict[str, str]:
 AUDIT_MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
-class AuditWindow:
-    """The apiserver's audit events between `open()` and `mutations()`."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.path = cluster.audit_log
-        self.offset = self.path.stat().st_size if self.path and self.path.exists() else 0
-
-    @property
-    def available(self) -> bool:
-        return self.path is not None and self.path.exists()
-
-    def events(self) -> list[dict[str, Any]]:
-        if self.path is None or not self.path.exists():
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            lines = handle.read().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+class AuditWindow(BaseAuditWindow):
+    """The apiserver's audit events since the window opened, and the tools' writes among them."""
 
     def mutations(self, user_agent_prefix: str = "cp-migration/") -> list[str]:
         """Writes the tools sent (dry runs excluded: they change nothing)."""

@@ -3,13 +3,12 @@ third-party CRDs), ServiceMappings, and the apiserver's audit log of what a tool
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from cleaner import observe
 from tests.support import legacy
-from tests.support.cluster import FIXTURES, Cluster
+from tests.support.cluster import FIXTURES, AuditWindow, Cluster
 
 THIRD_PARTY = FIXTURES / "crds-third-party.yaml"
 
@@ -57,26 +56,12 @@ def mapping(name: str, namespace: str | None = None, **meta: Any) -> dict[str, A
     }
 
 
-class Audit:
+class Audit(AuditWindow):
     """The requests a tool (by user agent) sent from now on, as `verb requestURI`."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.path = cluster.audit_log
-        self.offset = self.path.stat().st_size if self.path and self.path.exists() else 0
-
-    @property
-    def available(self) -> bool:
-        return self.path is not None and self.path.exists()
-
     def requests(self, user_agent: str) -> list[str]:
-        if self.path is None or not self.path.exists():
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            lines = handle.read().splitlines()
-        found = []
-        for line in lines:
-            event = json.loads(line)
-            if event.get("stage") == "ResponseComplete" and event.get("userAgent") == user_agent:
-                found.append(f"{event['verb']} {event['requestURI']}")
-        return found
+        return [
+            f"{event['verb']} {event['requestURI']}"
+            for event in self.events()
+            if event.get("stage") == "ResponseComplete" and event.get("userAgent") == user_agent
+        ]

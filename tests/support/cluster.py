@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -246,6 +247,36 @@ class Cluster:
                 continue
             self.kube.delete(f"{collection}/{name}")
 
+    # -- identities ------------------------------------------------------------------------
+
+    def mint_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
+        """A ServiceAccount token from the real apiserver (TokenRequest API)."""
+        answer = self.kube.request(
+            "POST",
+            resource_path("", "v1", "serviceaccounts", namespace, name, "token"),
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": seconds},
+            },
+            retry_safe=True,
+        )
+        return str(answer["status"]["token"])
+
+    def token_kubeconfig(self, namespace: str, name: str, path: Path, seconds: int = 3600) -> Path:
+        """A kubeconfig for a ServiceAccount: this cluster's server and CA, and a minted token."""
+        admin = json.loads(self.kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": name, "user": {"token": self.mint_token(namespace, name, seconds)}}],
+            "contexts": [{"name": name, "context": {"cluster": "test", "user": name}}],
+            "current-context": name,
+        }
+        path.write_text(json.dumps(config))
+        return path
+
     # -- running the tools -----------------------------------------------------------------
 
     def run(
@@ -282,3 +313,23 @@ class Cluster:
             cwd=REPO,
         )
         return ToolResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+class AuditWindow:
+    """The apiserver's audit events from the moment this window opens."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.path = cluster.audit_log
+        self.offset = self.path.stat().st_size if self.path and self.path.exists() else 0
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None and self.path.exists()
+
+    def events(self) -> list[dict[str, Any]]:
+        if self.path is None or not self.path.exists():
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            lines = handle.read().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from common.kube import resource_path
 from tests.support.cluster import REPO, Cluster
 
 REGISTRY = "localhost/cp-migration-test"
@@ -155,22 +154,6 @@ def run_container(
     return Run(step, completed.returncode, completed.stdout, completed.stderr)
 
 
-def mint_token(cluster: Cluster, seconds: int = 3600) -> str:
-    """A service-account token from the real apiserver (TokenRequest API)."""
-    path = resource_path("", "v1", "serviceaccounts", SA_NAMESPACE, SA_NAME, "token")
-    answer = cluster.kube.request(
-        "POST",
-        path,
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": seconds},
-        },
-        retry_safe=True,
-    )
-    return str(answer["status"]["token"])
-
-
 def _kubeconfig(cluster: Cluster) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(cluster.kubeconfig.read_text())
     return loaded
@@ -180,7 +163,7 @@ def service_account_dir(cluster: Cluster, folder: Path) -> Path:
     """`token` and `ca.crt`, as the kubelet projects them, readable by UID 1337."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
-    (folder / "token").write_text(mint_token(cluster))
+    (folder / "token").write_text(cluster.mint_token(SA_NAMESPACE, SA_NAME))
     ca = _kubeconfig(cluster)["clusters"][0]["cluster"]
     if "certificate-authority-data" in ca:
         (folder / "ca.crt").write_bytes(base64.b64decode(ca["certificate-authority-data"]))

@@ -11,14 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from common import backups
 from common import cr as crnames
@@ -207,32 +204,10 @@ def bindings(step: str) -> list[dict[str, Any]]:
 
 
 def token_kubeconfig(cluster: Cluster, step: str, folder: Path) -> Path:
-    """A kubeconfig for the step's ServiceAccount: the cluster's server and CA, and a token
-    minted by the apiserver (TokenRequest API)."""
-    answer = cluster.kube.request(
-        "POST",
-        resource_path(
-            "", "v1", "serviceaccounts", SA_NAMESPACE, service_account_name(step), "token"
-        ),
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-        retry_safe=True,
+    """A kubeconfig for the step's ServiceAccount, with a token minted by the apiserver."""
+    return cluster.token_kubeconfig(
+        SA_NAMESPACE, service_account_name(step), folder / f"kubeconfig-{step}"
     )
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": admin["clusters"][0]["cluster"]}],
-        "users": [{"name": step, "user": {"token": answer["status"]["token"]}}],
-        "contexts": [{"name": step, "context": {"cluster": "test", "user": step}}],
-        "current-context": step,
-    }
-    path = folder / f"kubeconfig-{step}"
-    path.write_text(json.dumps(config))
-    return path
 
 
 def allowed(kube: Kube, grant: Grant) -> bool:
