@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from common.errors import RefusedError
@@ -25,6 +26,24 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     `where` names the source (for example ``kyma-system/connectivity-proxy key
     connectivity-proxy-config.yml``); every refusal names it, and the field path or line.
     """
+    return parse_yaml_config(text, where)[0]
+
+
+# A field path inside a parsed document: mapping keys, and "[]" for any list item.
+FieldPath = tuple[str, ...]
+# The YAML 1.1 types a plain scalar may resolve to where its text was meant.
+_NOT_TEXT_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "timestamp")
+)
+
+
+def parse_yaml_config(
+    text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
+) -> tuple[dict[str, Any], list[tuple[FieldPath, str]]]:
+    """`parse_yaml_mapping`, and where `text_at(path)` says a field holds text, a plain
+    scalar that YAML would read as a number, boolean or date is taken as its exact source
+    text instead (`0443` stays "0443", never 291). Returns the data and those fields with
+    their text."""
     size = len(text.encode("utf-8"))
     if size > MAX_YAML_BYTES:
         raise RefusedError(f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed")
@@ -35,11 +54,14 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     import yaml
 
     loader = yaml.SafeLoader(text)
+    as_text: list[tuple[FieldPath, str]] = []
     try:
         node = loader.get_single_node()
         if node is None:
             raise RefusedError(f"{where}: the YAML document is empty")
         _check_nodes(node, where)
+        if text_at is not None:
+            _retag_as_text(node, (), text_at, as_text)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as err:
         raise RefusedError(f"{where}: invalid YAML: {_describe(err, text)}") from err
@@ -53,7 +75,32 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
         raise RefusedError(f"{where}: the YAML document is {kind}, not a mapping")
     _check_values(data, where, "")
-    return data
+    return data, as_text
+
+
+def _retag_as_text(
+    node: yaml.Node,
+    path: FieldPath,
+    text_at: Callable[[FieldPath], bool],
+    found: list[tuple[FieldPath, str]],
+) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                _retag_as_text(value_node, (*path, str(key_node.value)), text_at, found)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _retag_as_text(item, (*path, "[]"), text_at, found)
+    elif (
+        isinstance(node, yaml.ScalarNode)
+        and node.tag in _NOT_TEXT_TAGS
+        and node.style is None  # plain: a quoted scalar is already text
+        and text_at(path)
+    ):
+        node.tag = "tag:yaml.org,2002:str"
+        found.append((path, str(node.value)))
 
 
 def _describe(err: yaml.MarkedYAMLError, text: str) -> str:
