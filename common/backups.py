@@ -42,6 +42,19 @@ PRESERVED_TIME_ANNOTATION = f"{_PREFIX}/preserved-time"
 PRESERVED_REASON_ANNOTATION = f"{_PREFIX}/preserved-reason"
 
 
+CR_REF = "connectivityproxies.connectivityproxy.sap.com -n kyma-system connectivity-proxy"
+RESTART_CHAIN = (
+    "kubectl rollout restart deployment -n kyma-system connectivity-proxy-operator "
+    "(a new operator Pod runs the whole chain, cp-migrator first)"
+)
+REMIGRATE_REMEDY = (
+    "If the changed configuration is the one you want, migrate it again: remove the CR's "
+    f"marks (kubectl annotate {CR_REF} connectivityproxy.sap.com/migrated- "
+    f"connectivityproxy.sap.com/backed-up-), then {RESTART_CHAIN}. Otherwise put the "
+    "migrated data back into the ConfigMap (cp-restore --force)"
+)
+
+
 def is_ours(backup: dict[str, Any]) -> bool:
     return ((backup.get("metadata") or {}).get("labels") or {}).get(LABEL) == LABEL_VALUE
 

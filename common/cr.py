@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from common.kube import METADATA_ONLY, Kube, resource_path
@@ -51,7 +52,7 @@ def get_cr(kube: Kube) -> dict[str, Any] | None:
     return kube.get(CR_PATH)
 
 
-def mark(kube: Kube, cr: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+def mark(kube: Kube, cr: dict[str, Any], values: Mapping[str, str | None]) -> dict[str, Any]:
     """Set annotations on the CR under a resourceVersion precondition (409 if it moved)."""
     patch = {
         "metadata": {
