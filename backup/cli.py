@@ -41,6 +41,14 @@ def backup_main(**params: Any) -> None:
     is_flag=True,
     help="Overwrite ConfigMaps in kyma-system that differ from their backups.",
 )
+@click.option(
+    "--from-preserved",
+    "from_preserved",
+    multiple=True,
+    metavar="NAME",
+    help="Restore from this preserved earlier copy (see cp-status) instead of the backup "
+    "of the same ConfigMap; may be given for each of the two.",
+)
 def restore_main(**params: Any) -> None:
     """Restore the legacy Connectivity Proxy configuration from its backup.
 
@@ -51,6 +59,7 @@ def restore_main(**params: Any) -> None:
     Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
     """
     force = params.pop("force")
+    from_preserved = tuple(params.pop("from_preserved"))
     options = options_from(params)
 
     def body() -> None:
@@ -58,7 +67,8 @@ def restore_main(**params: Any) -> None:
         from common.cli import connect
 
         outcome = restore(
-            connect(options, "restore"), Settings(dry_run=options.dry_run, force=force)
+            connect(options, "restore"),
+            Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)

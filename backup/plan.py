@@ -322,20 +322,47 @@ class RestoreInputs:
 backup_problem = names.backup_problem
 
 
+PRESERVED_ANNOTATIONS = (
+    names.PRESERVED_FROM_ANNOTATION,
+    names.PRESERVED_UID_ANNOTATION,
+    names.PRESERVED_TIME_ANNOTATION,
+    names.PRESERVED_REASON_ANNOTATION,
+)
+
+
 def restored_content(backup: dict[str, Any]) -> dict[str, Any]:
-    """The original object's content: the backup without its own label and annotations."""
-    content = content_of(backup, ignore=names.OWN_ANNOTATIONS)
+    """The original object's content: the backup without its own label and annotations (and,
+    for a preserved copy, without what marks it as one)."""
+    content = content_of(
+        backup, ignore=(*names.OWN_ANNOTATIONS, *PRESERVED_ANNOTATIONS, LAST_APPLIED)
+    )
     content["metadata"]["labels"].pop(names.LABEL, None)
+    content["metadata"]["labels"].pop(names.PRESERVED_LABEL, None)
     return content
+
+
+def restore_problem(backup: dict[str, Any], name: str) -> str | None:
+    """Why a backup (or a preserved copy asked for by name) must not be restored, or None."""
+    if names.is_preserved(backup):
+        copy_of = _metadata(backup, "labels").get(names.PRESERVED_LABEL)
+        if copy_of != name:
+            return f"it is a preserved copy of {copy_of}, not of {name}"
+        return names.digest_problem(backup)
+    return backup_problem(backup, name)
+
+
+def _backup_ref(backup: dict[str, Any] | None, name: str) -> str:
+    """namespace/name of the backup restored for source `name` (a preserved copy's own name)."""
+    return _ref(names.NAMESPACE, str(((backup or {}).get("metadata") or {}).get("name") or name))
 
 
 def plan_restore(inputs: RestoreInputs) -> list[Action]:
     """Every backup is verified before anything is planned; a refusal changes nothing."""
     corrupt = [
-        f"ConfigMap {_ref(names.NAMESPACE, name)}: {problem}"
+        f"ConfigMap {_backup_ref(backup, name)}: {problem}"
         for name in names.SOURCES
         if (backup := inputs.backups.get(name)) is not None
-        and (problem := backup_problem(backup, name))
+        and (problem := restore_problem(backup, name))
     ]
     if corrupt:
         raise RefusedError("refusing to restore: a backup cannot be trusted", details=corrupt)
@@ -350,7 +377,7 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         backup = inputs.backups.get(name)
         current = inputs.targets.get(name)
         target = _ref(names.SOURCE_NAMESPACE, name)
-        backup_ref = _ref(names.NAMESPACE, name)
+        backup_ref = _backup_ref(backup, name)
         if backup is None:
             actions.append(Action(MISSING, target, f"there is no backup {backup_ref}", current))
             continue

@@ -36,7 +36,7 @@ def gather(kube: Kube) -> dict[str, Any]:
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-status") as pool:
         cr = pool.submit(_part, lambda: _cr(kube))
         crd = pool.submit(_part, lambda: {"exists": crnames.crd_exists(kube)})
-        found_backups = pool.submit(_part, lambda: dict(observe.read_backups(kube)))
+        found_backups = pool.submit(_part, lambda: _backup_namespace(kube))
         mappings = pool.submit(_part, lambda: _mappings(kube))
         operator = pool.submit(
             _part, lambda: {"exists": kube.get(OPERATOR_PATH, accept=METADATA_ONLY) is not None}
@@ -45,15 +45,19 @@ def gather(kube: Kube) -> dict[str, Any]:
         backup_part = found_backups.result()
         cr_part = cr.result()
     live = legacy.pop("_live", {})
-    missing = backups.parse_missing(
-        cr_part.get("annotations", {}).get(backups.MISSING_SOURCES_ANNOTATION)
-    )
-    cr_part.pop("annotations", None)
+    annotations = cr_part.pop("annotations", {})
+    missing = backups.parse_missing(annotations.get(backups.MISSING_SOURCES_ANNOTATION))
+    orphaned = annotations.get(crnames.ANNOTATION_ORPHANED)
+    if orphaned:
+        cr_part["orphanedLegacyConfig"] = orphaned
     return {
         "legacy": legacy,
         "crd": {"name": crnames.CRD_NAME, **crd.result()},
         "cr": {"name": f"{crnames.NAMESPACE}/{crnames.NAME}", **cr_part},
-        "backup": {"namespace": backups.NAMESPACE, **_backup(backup_part, live, missing)},
+        "backup": {
+            "namespace": backups.NAMESPACE,
+            **_backup(backup_part, live, missing, annotations),
+        },
         "serviceMappings": {"crd": planning.MAPPING_CRD, **mappings.result()},
         "operator": {"name": f"{OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT}", **operator.result()},
     }
@@ -75,15 +79,22 @@ def _cr(kube: Kube) -> dict[str, Any]:
     }
 
 
+def _backup_namespace(kube: Kube) -> dict[str, Any]:
+    read = observe.read_backup_namespace(kube)
+    return {
+        **read.backups,
+        "_namespace": read.namespace,
+        "_preserved": read.preserved,
+    }
+
+
 def _legacy(kube: Kube, pool: ThreadPoolExecutor) -> dict[str, Any]:
     reads, skipped = planning.reads(observe.discover(kube))
-    found = observe.read_legacy(kube, reads, pool)
-    return summarize_legacy(found, skipped)
+    return summarize_legacy(observe.read_legacy(kube, reads, pool), skipped)
 
 
-def summarize_legacy(
-    found: dict[planning.LegacyObject, dict[str, Any] | None], skipped: list[planning.Kind]
-) -> dict[str, Any]:
+def summarize_legacy(read: observe.Legacy, skipped: list[planning.Kind]) -> dict[str, Any]:
+    found = read.found
     remaining: list[str] = []
     kept: list[str] = []
     for obj in planning.LEGACY_OBJECTS:
@@ -95,9 +106,7 @@ def summarize_legacy(
             kept.append(f"{obj}: {owned}")
         else:
             remaining.append(str(obj))
-    live = {
-        obj.name: found.get(obj) for obj in planning.USER_CONFIG_MAPS if found.get(obj) is not None
-    }
+    live = dict(read.digests)
     return {
         "present": bool(remaining),
         "remaining": remaining,
@@ -108,32 +117,56 @@ def summarize_legacy(
 
 
 def _backup(
-    found: dict[str, Any], live: dict[str, Any], missing_at_backup: list[str]
+    found: dict[str, Any],
+    live: dict[str, str],
+    missing_at_backup: list[str],
+    cr_annotations: dict[str, str],
 ) -> dict[str, Any]:
     if "error" in found:
         return dict(found)
+    namespace = found.get("_namespace")
     items: list[dict[str, Any]] = []
     for name in backups.SOURCES:
         backup = found.get(name)
         item: dict[str, Any] = {"name": name, "present": backup is not None}
         if backup is not None:
-            item["digest"] = backups.digest_problem(backup) or "verified"
-            meta = live.get(name)
+            item["digest"] = backups.backup_problem(backup, name) or "verified"
+            digest = live.get(name)
+            problem = planning.user_config_problem(
+                name,
+                backup,
+                live_digest=digest,
+                namespace=namespace,
+                cr={"metadata": {"annotations": cr_annotations}},
+            )
             item["live"] = (
                 "gone"
-                if meta is None
-                else "changed since the backup"
-                if planning.user_config_problem(name, meta, backup)
-                else "unchanged since the backup"
+                if digest is None
+                else f"not safe to delete: {problem.message}"
+                if problem
+                else "the backup holds its data"
             )
         elif name in missing_at_backup:
             item["note"] = "did not exist when the backup was taken"
         items.append(item)
     present = [item for item in items if item["present"]]
+    preserved = [
+        {
+            "name": copy["metadata"]["name"],
+            "copyOf": copy["metadata"]["labels"].get(backups.PRESERVED_LABEL),
+            "reason": copy["metadata"]
+            .get("annotations", {})
+            .get(backups.PRESERVED_REASON_ANNOTATION),
+        }
+        for copy in found.get("_preserved") or []
+    ]
     return {
         "present": bool(present),
         "verified": bool(present) and all(item["digest"] == "verified" for item in present),
+        "terminating": bool(namespace and namespace["metadata"].get("deletionTimestamp")),
+        "namespaceExists": namespace is not None,
         "items": items,
+        "preserved": preserved,
     }
 
 
@@ -190,6 +223,11 @@ def render_table(status: dict[str, Any]) -> str:
                 f"exists, state {cr.get('state') or '-'}; migrated {_yes(cr['migrated'])}, "
                 f"backed-up {_yes(cr['backedUp'])}, cleaned {_yes(cr['cleaned'])}"
             )
+            if cr.get("orphanedLegacyConfig"):
+                state += (
+                    f"; legacy ConfigMaps left alone (no legacy installation): "
+                    f"{cr['orphanedLegacyConfig']} ({crnames.MIGRATE_ORPHANED_HINT})"
+                )
         else:
             state = "absent"
     rows.append((f"CR {cr['name']}", state))
@@ -201,10 +239,14 @@ def render_table(status: dict[str, Any]) -> str:
         else:
             state = "present, digests verify" if backup["verified"] else "present, NOT verified"
             changed = [
-                i["name"] for i in backup["items"] if i.get("live") == "changed since the backup"
+                i["name"] for i in backup["items"] if str(i.get("live", "")).startswith("not safe")
             ]
             if changed:
-                state += "; changed since the backup: " + ", ".join(changed)
+                state += "; not safe to delete yet: " + ", ".join(changed)
+        if backup.get("terminating"):
+            state = "namespace Terminating (being deleted); " + state
+        if backup.get("preserved"):
+            state += f"; {len(backup['preserved'])} earlier copy(ies) preserved"
     rows.append((f"backup {backup['namespace']}", state))
 
     state = _error(mappings)
@@ -237,6 +279,11 @@ def render_table(status: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(f"  {item['name']}: {item.get('note', 'no backup')}")
+        for copy in backup.get("preserved") or []:
+            lines.append(
+                f"  {copy['name']}: an earlier copy of {copy['copyOf']} kept as found "
+                f"({copy['reason']}); cp-restore --from-preserved {copy['name']} uses it"
+            )
     if "error" not in legacy:
         if legacy["remaining"]:
             lines += ["", "remaining legacy objects:"]

@@ -23,6 +23,11 @@ ANNOTATION_MIGRATED = f"{GROUP}/migrated"
 ANNOTATION_BACKED_UP = f"{GROUP}/backed-up"
 ANNOTATION_CLEANED = f"{GROUP}/cleaned"
 ANNOTATION_CLEANED_OLD = f"{GROUP}/cleaned-up"  # an earlier spelling; counts as done
+# Set by the migrator when legacy ConfigMaps remain without a legacy installation.
+ANNOTATION_ORPHANED = f"{GROUP}/orphaned-legacy-config"
+MIGRATE_ORPHANED_HINT = (
+    "cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) migrates it on purpose"
+)
 
 CR_PATH = resource_path(GROUP, VERSION, PLURAL, NAMESPACE, NAME)
 CRD_PATH = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=CRD_NAME)

@@ -22,11 +22,8 @@ INFO_MAP = f"kyma-system/{INFO_NAME}"
 # README gave.
 SERVICE_KEY_SECRETS = ("connectivity-proxy-service-key", "connectivity-service-service-key")
 TENANT_MODES = ("dedicated", "shared")
-# On the CR when legacy ConfigMaps were found without a legacy installation and left alone.
-ORPHANED_ANNOTATION = f"{crnames.GROUP}/orphaned-legacy-config"
-MIGRATE_ORPHANED_HINT = (
-    "cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) migrates it on purpose"
-)
+ORPHANED_ANNOTATION = crnames.ANNOTATION_ORPHANED
+MIGRATE_ORPHANED_HINT = crnames.MIGRATE_ORPHANED_HINT
 
 # Where the configuration is migrated from.
 FROM_LEGACY = "legacy"  # the live ConfigMaps of a legacy installation
