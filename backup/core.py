@@ -77,12 +77,16 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
             f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
             "creates it again"
         )
-    found = {
-        name: kube.get(configmap_path(names.NAMESPACE, name)) if namespace else None
-        for name in names.SOURCES
-    }
+    # One LIST of the (small) backup namespace: the backups, and the copies kept of backups
+    # another tool made (their names derive from their content, so they are not read by name).
+    present = (
+        {item["metadata"]["name"]: item for item in kube.list(configmap_path(names.NAMESPACE))}
+        if namespace
+        else {}
+    )
+    found = {name: present.get(name) for name in names.SOURCES}
     preserved = {
-        name: kube.get(configmap_path(names.NAMESPACE, names.preserved_name(name, backup)))
+        name: present.get(names.preserved_name(name, backup))
         for name, backup in found.items()
         if backup is not None and sources.get(name) and planning.foreign_problem(backup)
     }

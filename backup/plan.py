@@ -141,9 +141,9 @@ class BackupPlan:
         return [action for action in self.actions if action.writes]
 
     def needs_mark(self, cr: dict[str, Any]) -> bool:
-        """Whether the CR lacks the marks this plan sets (a done backup is not marked twice)."""
-        found = crnames.annotations_of(cr)
-        return any(found.get(key) != value for key, value in self.mark_annotations().items())
+        """Whether the CR must be marked: it is not yet, or this plan writes backups. A done
+        backup is not marked twice, also after the cleaner removed its sources."""
+        return bool(self.writes) or not crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP)
 
     def mark_annotations(self) -> dict[str, str | None]:
         """The CR's marks; None removes a stale list of missing sources (merge patch)."""
