@@ -137,7 +137,7 @@ def choose_source(inputs: Inputs) -> Source:
     if legacy.installation_present(inputs.statefulset):
         return _from_legacy(inputs)
     gone = legacy.describe(inputs.statefulset)
-    if config is not None or info is not None:
+    if config is not None:
         ours = [
             name
             for name in (CONFIG_NAME, INFO_NAME)
@@ -160,11 +160,15 @@ def choose_source(inputs: Inputs) -> Source:
             return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
         reason = f"{gone}, but {why}" + (f"; from the backup: {', '.join(taken)}" if taken else "")
         return Source(FROM_LEFTOVER, reason, found[CONFIG_NAME], found[INFO_NAME])
+    # No live configuration: the backups hold it, if anything does (a live ConfigMap of ports
+    # is still the current one).
     usable: dict[str, dict[str, Any]] = {}
-    for name in (CONFIG_NAME, INFO_NAME):
+    for name, live in ((CONFIG_NAME, None), (INFO_NAME, info)):
         backup = inputs.backups.get(name)
+        if live is not None or backup is None:
+            continue
         ok, problem = _usable_backup(backup, name)
-        if backup is not None and not ok:
+        if not ok:
             where = f"{backups.NAMESPACE}/{name}"
             raise RefusedError(
                 f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is not migrated, the "
@@ -173,16 +177,17 @@ def choose_source(inputs: Inputs) -> Source:
                 f"want, mark it as a copy made by hand: kubectl label configmap -n "
                 f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it"
             )
-        if backup is not None:
-            usable[name] = backup
+        usable[name] = backup
     if CONFIG_NAME in usable:
         return Source(
             FROM_BACKUP,
             f"{gone} and the legacy ConfigMaps are gone; the backups hold the configuration "
             "(the CR was created again after the migration)",
-            usable.get(CONFIG_NAME),
-            usable.get(INFO_NAME),
+            usable[CONFIG_NAME],
+            info if info is not None else usable.get(INFO_NAME),
         )
+    if info is not None:
+        return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
     return Source(NOTHING, f"{gone} and no legacy configuration exists")
 
 
