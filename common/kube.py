@@ -119,8 +119,8 @@ class Kube:
             except TlsVerifyFailed as err:
                 raise ConnectionFailed(
                     f"{what}: the certificate of {self.connection.server} does not verify "
-                    f"(CA, insecure-skip-tls-verify or tls-server-name in {self.connection.source}):"
-                    f" {err}"
+                    "(check certificate-authority, tls-server-name, insecure-skip-tls-verify in "
+                    f"{self.connection.source}): {err}"
                 ) from err
             except RetryableError:
                 raise  # credentials could not be had (a token file, an exec plugin)
@@ -318,7 +318,7 @@ class ApiClientTransport:
                 raise TlsVerifyFailed(reason.replace("\n", ": ")) from err
             raise ConnectionError(reason.replace("\n", ": ")) from err
         try:
-            data = answer.read()
+            data = answer.read()  # type: ignore[no-untyped-call]
         finally:
             answer.response.release_conn()
         return Response(
