@@ -142,7 +142,7 @@ def test_a_refused_connection_is_retried_with_a_line_per_attempt_and_named(
 
     refused = Urllib3NewConnectionError(None, "[Errno 111] Connection refused")  # type: ignore[arg-type]
     transport = ScriptedTransport(*[refused] * 1000)
-    with pytest.raises(ConnectionFailed, match="POST /x: .*connection refused"):
+    with pytest.raises(ConnectionFailed, match=r"POST /x: .*connection refused"):
         client(transport, seconds=0.5).request("POST", "/x", body={})
     attempts = [r for r in caplog.records if "attempt" in r.getMessage()]
     assert len(attempts) >= 2
