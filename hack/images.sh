@@ -84,6 +84,10 @@ wheelhouse() {
         "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
         --wheel-dir "$fresh/app" .
     sync_dir "$fresh/app" "$WHEELHOUSE/app"
+    # What the builds read besides the wheels (the build context is the wheelhouse alone).
+    mkdir -p "$fresh/build"
+    cp requirements.lock hack/bytecode.py "$fresh/build/"
+    sync_dir "$fresh/build" "$WHEELHOUSE/build"
     rm -rf "$fresh"
 }
 
