@@ -590,20 +590,22 @@ def target_rows(results: Results) -> list[tuple[str, str, str, str]]:
         if result is None:
             rows.append((f"{name}, cold", f"≤ {step.target_seconds} s", "not built yet", "—"))
             continue
-        seconds = result.cold.seconds
+        # "The step's own process time": its CPU time (wall time on a shared machine mostly
+        # measures the other work; it is shown alongside).
+        cpu = result.cold.cpu
         rows.append(
             (
-                f"{name}, cold",
+                f"{name}, cold, from the venv: process (CPU) time",
                 f"≤ {step.target_seconds} s",
-                f"{seconds:.3f} s",
-                verdict(seconds <= step.target_seconds),
+                f"{cpu:.3f} s (wall {result.cold.seconds:.3f} s)",
+                verdict(cpu <= step.target_seconds),
             )
         )
     if len(results.steps) == len(STEPS):
         chain = sum(result.cold.seconds for result in results.steps)
         rows.append(
             (
-                "whole chain (sum of the medians)",
+                "whole chain from the venv (sum of the median wall times)",
                 f"≤ {CHAIN_TARGET_S} s",
                 f"{chain:.3f} s",
                 verdict(chain <= CHAIN_TARGET_S),
@@ -617,10 +619,10 @@ def target_rows(results: Results) -> list[tuple[str, str, str, str]]:
             continue
         rows.append(
             (
-                f"{step.tool}, cold, in its image",
+                f"{step.tool}, cold, in its image: process (CPU) time",
                 f"≤ {IMAGE_TARGET_S} s",
-                f"{series.seconds:.3f} s (CPU {series.cpu:.3f} s)",
-                verdict(series.seconds <= IMAGE_TARGET_S),
+                f"{series.cpu:.3f} s (wall {series.seconds:.3f} s)",
+                verdict(series.cpu <= IMAGE_TARGET_S),
             )
         )
         rows.append(
@@ -802,6 +804,25 @@ def render(results: Results) -> str:
         ),
         rows,
     )
+    if results.image:
+        out += ["", "### In the images (podman, timed inside the container)", ""]
+        out += table(
+            ("step", "image", "runs", "wall s (median)", "min-max s", "CPU s", "RSS MiB", "API"),
+            [
+                (
+                    step.script,
+                    f"`{results.image_refs[step.tool]}`",
+                    str(len(series.runs)),
+                    f"{series.seconds:.3f}",
+                    series.spread,
+                    f"{series.cpu:.3f}",
+                    f"{series.rss_mib:.1f}",
+                    str(series.requests),
+                )
+                for step in STEPS
+                if (series := results.image.get(step.tool)) is not None
+            ],
+        )
     out += ["", "### Requests each step made (one run)", ""]
     for r in results.steps:
         kinds = ", ".join(
