@@ -239,3 +239,35 @@ def test_a_kubeconfig_list_of_missing_files_is_exit_2_naming_them(tmp_path: Path
     result = CliRunner().invoke(main, ["--log-format", "text"], env={"KUBECONFIG": typo})
     assert result.exit_code == 2, result.output
     assert typo in result.output
+
+
+def test_a_failing_exec_plugin_is_exit_1_with_its_error(tmp_path: Path) -> None:
+    from migrator.cli import main
+
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("import sys\nsys.exit('login required: run the login command first')\n")
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [
+            {
+                "name": "sso",
+                "user": {
+                    "exec": {
+                        "apiVersion": "client.authentication.k8s.io/v1",
+                        "command": sys.executable,
+                        "args": [str(plugin)],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "sso"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "k").write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["--kubeconfig", str(tmp_path / "k"), "--log-format", "text"])
+    assert result.exit_code == 1, result.output
+    assert "login required" in result.output
+    assert "exec plugin of user sso gave no credentials" in result.output
