@@ -62,13 +62,21 @@ def main() -> None:
 
     stage = sys.argv[1]
     logging.disable(logging.CRITICAL)
+    # Also what is compiled but never lands in sys.modules (an optional import that fails).
+    compiled_from_source: set[str] = set()
+
+    def on_compile(event: str, args: tuple[object, ...]) -> None:
+        if event == "compile" and len(args) > 1 and isinstance(args[1], str):
+            compiled_from_source.add(args[1])
+
+    sys.addaudithook(on_compile)
     import_everything()
     one_failing_request()
     stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
     counts = {"compiled": 0, "stdlib staged": 0, "stdlib had bytecode": 0}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if not (path and path.endswith(".py") and os.path.isfile(path)):
+    files = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+    for path in sorted(p for p in files | compiled_from_source if p):
+        if not (path.endswith(".py") and os.path.isfile(path)):
             continue
         path = os.path.realpath(path)
         cached = importlib.util.cache_from_source(path)
