@@ -180,7 +180,10 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
 
     import base64
 
-    cert_data = user.get("client-certificate-data")
+    try:
+        cert_data = base64.b64decode(user.get("client-certificate-data") or "")
+    except ValueError as err:
+        raise UsageError(f"{source}: user {user_name!r}: client-certificate-data: {err}") from err
     return Connection(
         server=str(cluster["server"]).rstrip("/"),
         source=source,
@@ -189,7 +192,7 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         ca_file=rel(cluster_dir, cluster.get("certificate-authority")),
         cert_file=rel(user_dir, user.get("client-certificate")),
         key_file=rel(user_dir, user.get("client-key")),
-        cert_data=base64.b64decode(cert_data) if cert_data else None,
+        cert_data=cert_data or None,
         token=user.get("token"),
         # The package reads a tokenFile once and keeps its newline; we read it per request.
         token_file=None if user.get("token") else rel(user_dir, user.get("tokenFile")),
