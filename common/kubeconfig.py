@@ -198,8 +198,14 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         token_file=None if user.get("token") else rel(user_dir, user.get("tokenFile")),
         impersonate=_impersonation(user, source),
         plugin=next((key for key in ("exec", "auth-provider") if user.get(key)), None),
-        loader=loader.load_and_set,
+        loader=lambda configuration: _load(loader, configuration, "proxy-url" in cluster),
     )
+
+
+def _load(loader: Any, configuration: Any, own_proxy: bool) -> None:
+    loader.load_and_set(configuration)
+    if own_proxy:  # as kubectl: a cluster's proxy-url is used whatever NO_PROXY says
+        configuration.no_proxy = None
 
 
 def _named(config: Any, section: str, name: object) -> Any:

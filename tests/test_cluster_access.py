@@ -4,6 +4,7 @@ tls-server-name, impersonation, and failures that say what is wrong at once."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
@@ -271,3 +272,46 @@ def test_a_failing_exec_plugin_is_exit_1_with_its_error(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "login required" in result.output
     assert "exec plugin of user sso gave no credentials" in result.output
+
+
+def test_a_clusters_proxy_url_applies_whatever_no_proxy_says(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with ConnectProxy() as proxy:
+
+        def set_proxy(config: dict[str, Any]) -> None:
+            config["clusters"][0]["cluster"] = {**cluster_of(config), "proxy-url": proxy.url}
+
+        kubeconfig = variant(cluster, tmp_path / "proxied", set_proxy)
+        env = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        result = chain.run_in_process(chain.STATUS, kubeconfig, env=env)
+    assert result.exit_code == 0, result.output
+    assert proxy.tunnels, "kubectl uses a cluster's proxy-url even for a NO_PROXY host"
+
+
+def test_an_auth_provider_token_reaches_the_authorization_header(tmp_path: Path) -> None:
+    from common.kube import ApiClientTransport
+
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    id_token = f"{b64({'alg': 'none'})}.{b64({'sub': 'jane'})}.c2ln"
+    config = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [
+            {
+                "name": "oidc",
+                "user": {
+                    "auth-provider": {
+                        "name": "oidc",
+                        "config": {"id-token": id_token, "idp-issuer-url": "https://idp"},
+                    }
+                },
+            }
+        ],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "oidc"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "k").write_text(json.dumps(config))
+    transport = ApiClientTransport(resolve(str(tmp_path / "k"), None, {}), 1)
+    assert transport.authorization() == f"Bearer {id_token}"
