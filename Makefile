@@ -41,8 +41,10 @@ test-fast: install
 # Benchmark (issue 5): each tool as a whole process against a local control plane; writes
 # docs/benchmarks.md and docs/benchmarks.png. Never part of `make test`.
 BENCH_ARGS ?=
+# Each step is also measured in its image when `make images` (same IMAGE_REGISTRY/IMAGE_TAG)
+# has built it, e.g. `make images BASE_IMAGE=localhost/cp-migration-base:bookworm && make bench`.
 bench: $(VENV)/.bench-installed controlplane
-	$(BIN)/python -m hack.bench $(BENCH_ARGS)
+	$(IMAGE_ENV) $(BIN)/python -m hack.bench $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
