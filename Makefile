@@ -12,7 +12,7 @@ IMAGE_ENV = IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$
 	PYTHON=$(BIN)/python
 
 .PHONY: install controlplane test test-reliability test-fast lint format cluster cluster-down demo clean \
-	podman base-image images push bench
+	podman base-image images push bench lock
 
 install: $(VENV)/.installed
 
@@ -41,8 +41,10 @@ test-fast: install
 # Benchmark (issue 5): each tool as a whole process against a local control plane; writes
 # docs/benchmarks.md and docs/benchmarks.png. Never part of `make test`.
 BENCH_ARGS ?=
+# Each step is also measured in its image when `make images` (same IMAGE_REGISTRY/IMAGE_TAG)
+# has built it, e.g. `make images BASE_IMAGE=localhost/cp-migration-base:bookworm && make bench`.
 bench: $(VENV)/.bench-installed controlplane
-	$(BIN)/python -m hack.bench $(BENCH_ARGS)
+	$(IMAGE_ENV) $(BIN)/python -m hack.bench $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
@@ -74,6 +76,13 @@ podman:
 # A local bookworm + python3 base image (debootstrap) for machines that reach no registry.
 base-image: podman
 	bash hack/base-image.sh
+
+# requirements.lock: the runtime dependencies pinned with their hashes (from pyproject.toml,
+# keeping the pins it has; add --upgrade to move them). The images are built from it.
+lock: install
+	$(BIN)/pip install --quiet 'pip-tools>=7.4'
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 # The three step images; docker when a docker engine answers, otherwise podman.
 images: install

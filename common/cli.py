@@ -41,7 +41,7 @@ def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
             "--kubeconfig",
             envvar="CP_KUBECONFIG",
             type=click.Path(dir_okay=False),
-            help="Kubeconfig file. Default: $KUBECONFIG, then in-cluster, then ~/.kube/config.",
+            help="Kubeconfig file. Default: $KUBECONFIG, then ~/.kube/config, then in-cluster.",
         ),
         click.option("--context", envvar="CP_CONTEXT", help="Kubeconfig context to use."),
         click.option(
@@ -96,11 +96,12 @@ def options_from(params: dict[str, Any]) -> Options:
 
 
 def connect(options: Options, tool: str) -> Kube:
+    """The client for the configured cluster; logs where it goes before the first request."""
     from common.kube import Kube
     from common.kubeconfig import resolve
 
     connection = resolve(options.kubeconfig, options.context)
-    logging.getLogger(tool).debug("connecting to %s (%s)", connection.server, connection.source)
+    logging.getLogger(tool).info("cluster: %s", connection.describe())
     return Kube(connection, user_agent=f"cp-migration/{tool}")
 
 

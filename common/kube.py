@@ -1,40 +1,37 @@
-"""A small JSON client for the Kubernetes API, on the standard library's http.client.
+"""A small JSON client for the Kubernetes API, on kubernetes.client.ApiClient.
 
 Plain dicts in and out, explicit group/version/resource paths, and retries for 429 (honouring
 Retry-After), 5xx and connection failures within a bounded total time. A write is retried only
 when the caller says repeating it is safe (a resourceVersion/uid precondition, a create whose
 AlreadyExists the caller handles, a delete whose NotFound counts as done) or when the request
-provably never reached the server.
+provably never reached the server. The transport (TLS, proxies, credentials, exec plugins)
+is the kubernetes package's, with its own retries off: every retry is decided here.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
-import select
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-from common.errors import ApiError, ConnectionFailed
+from common.errors import ApiError, ConnectionFailed, RetryableError
 from common.kubeconfig import Connection
 from common.retry import RETRYABLE_STATUSES, RetryBudget, parse_retry_after
 
 log = logging.getLogger("kube")
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 # For a LIST: the apiserver answers 406 to METADATA_ONLY on a collection.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 READ_METHODS = frozenset({"GET", "HEAD"})
+# A connection that is not established within this long will not be (per try).
+CONNECT_TIMEOUT = 5.0
 
 
 def resource_path(
@@ -64,8 +61,13 @@ class Response:
     data: bytes
 
 
-# send(method, url, headers, body, timeout) -> Response; raises OSError-like errors on failure.
-Transport = Callable[[str, str, dict[str, str], bytes | None, float], Response]
+# send(method, url, headers, body, timeout) -> Response; body is the JSON value (or None).
+# Raises on a failure without an answer; TlsVerifyFailed when no retry can help.
+Transport = Callable[[str, str, dict[str, str], Any, float], Response]
+
+
+class TlsVerifyFailed(Exception):
+    """The apiserver's certificate does not verify against the configured CA or name."""
 
 
 class Kube:
@@ -83,8 +85,7 @@ class Kube:
         self.user_agent = user_agent
         self.retry_seconds = retry_seconds or float(os.environ.get("CP_RETRY_SECONDS", "30"))
         self.request_timeout = request_timeout or float(os.environ.get("CP_REQUEST_TIMEOUT", "15"))
-        self._token = connection.bearer_token()
-        self._transport = transport or _HttpTransport(connection, pool_size)
+        self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
 
     # -- the one place requests go through -------------------------------------------------
@@ -104,27 +105,35 @@ class Kube:
         if query:
             url += "?" + urlencode(query)
         headers = {"Accept": accept, "User-Agent": self.user_agent}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        payload: bytes | None = None
         if body is not None:
-            payload = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         may_repeat = method in READ_METHODS if retry_safe is None else retry_safe
         budget = RetryBudget(total_seconds=self.retry_seconds)
         what = f"{method} {path}"
+        attempt = 0
         while True:
             self.request_count += 1
+            attempt += 1
             try:
-                response = self._transport(method, url, headers, payload, self.request_timeout)
-            except (
-                Exception
-            ) as err:  # http.client, ssl and socket raise many kinds: all "no answer"
+                response = self._transport(method, url, headers, body, self.request_timeout)
+            except TlsVerifyFailed as err:
+                raise ConnectionFailed(
+                    f"{what}: the certificate of {self.connection.server} does not verify "
+                    "(check certificate-authority, tls-server-name, insecure-skip-tls-verify in "
+                    f"{self.connection.source}): {err}"
+                ) from err
+            except RetryableError:
+                raise  # credentials could not be had (a token file, an exec plugin)
+            except Exception as err:  # urllib3 raises many kinds: all "no answer"
                 never_sent = _never_reached_server(err)
+                cause = _cause(err, self.request_timeout)
                 delay = budget.next_delay() if (may_repeat or never_sent) else None
                 if delay is None:
-                    raise ConnectionFailed(f"{what}: no answer from the apiserver: {err}") from err
-                log.debug("retrying after connection failure: %s: %s", what, err)
+                    raise ConnectionFailed(
+                        f"{what}: no answer from the apiserver {self.connection.server} "
+                        f"after {attempt} attempt(s): {cause}"
+                    ) from err
+                log.warning("%s: %s; attempt %d, retrying in %.1fs", what, cause, attempt, delay)
                 time.sleep(delay)
                 continue
             if response.status < 400:
@@ -221,11 +230,102 @@ class Kube:
         return True
 
 
-def _never_reached_server(err: Exception) -> bool:
-    name = type(err).__name__
-    return name in {"NewConnectionError", "ConnectTimeoutError", "ConnectionRefusedError"} or (
-        isinstance(err.__context__, Exception) and _never_reached_server(err.__context__)
-    )
+def _never_reached_server(err: BaseException) -> bool:
+    """A connection that was never established: the request never left this machine."""
+    names = {c.__name__ for c in type(err).__mro__}
+    if names & {"NewConnectionError", "ConnectTimeoutError", "ConnectionRefusedError"}:
+        return True
+    inner = [err.__context__, err.__cause__, *(a for a in err.args if isinstance(a, Exception))]
+    return any(isinstance(e, Exception) and _never_reached_server(e) for e in inner)
+
+
+def _cause(err: BaseException, timeout: float) -> str:
+    """What went wrong, in words a person can act on, then the library's own message."""
+    names = {c.__name__ for c in type(err).__mro__}
+    text = str(err)
+    if "NameResolutionError" in names or "Name or service not known" in text:
+        label = "unknown host"
+    elif "Connection refused" in text or "ConnectionRefusedError" in names:
+        label = "connection refused"
+    elif "ProxyError" in names:
+        label = "the proxy failed"
+    elif names & {"ConnectTimeoutError"}:
+        label = "connect timed out"
+    elif names & {"ReadTimeoutError", "TimeoutError"}:
+        label = f"no answer within {timeout:g}s"
+    elif names & {"ProtocolError", "ConnectionResetError", "RemoteDisconnected"}:
+        label = "connection closed before the answer"
+    else:
+        label = type(err).__name__
+    return f"{label} ({text})" if text and text != label else label
+
+
+class ApiClientTransport:
+    """kubernetes.client.ApiClient with urllib3's own retries off; auth per request, so a
+    rotating token file and an expiring exec-plugin token are fresh for every try."""
+
+    def __init__(self, connection: Connection, pool_size: int) -> None:
+        from kubernetes.client import ApiClient, Configuration
+
+        configuration = Configuration()
+        # Before the ApiClient exists: urllib3 would otherwise repeat requests by itself.
+        configuration.retries = False
+        configuration.connection_pool_maxsize = pool_size
+        connection.load(configuration)
+        if connection.plugin and not configuration.api_key and not configuration.cert_file:
+            raise RetryableError(
+                f"{connection.source}: the {connection.plugin} plugin of user "
+                f"{connection.user} gave no credentials (its error is logged above)"
+            )
+        self._connection = connection
+        self._configuration = configuration
+        self._client = ApiClient(configuration)
+
+    def authorization(self) -> str | None:
+        if self._connection.token_file:
+            return "Bearer " + self._connection.bearer_token()  # type: ignore[operator]
+        # Calls the loader's refresh hook: an expired exec-plugin token is fetched again.
+        setting = self._configuration.auth_settings().get("BearerToken")
+        value = setting.get("value") if setting else None
+        return " ".join(str(value).split()) if value else None
+
+    def __call__(
+        self, method: str, url: str, headers: dict[str, str], body: Any, timeout: float
+    ) -> Response:
+        from kubernetes.client.exceptions import ApiException
+
+        all_headers: Any = headers
+        token = self.authorization()
+        if token:
+            all_headers = {**headers, "Authorization": token}
+        if self._connection.impersonate:
+            from urllib3 import HTTPHeaderDict
+
+            all_headers = HTTPHeaderDict(all_headers)
+            for name, value in self._connection.impersonate:
+                all_headers.add(name, value)
+        try:
+            answer = self._client.call_api(
+                method,
+                url,
+                header_params=all_headers,
+                body=body,
+                _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
+            )
+        except ApiException as err:  # status 0: urllib3's SSLError
+            reason = str(err.reason)
+            if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
+                raise TlsVerifyFailed(reason.replace("\n", ": ")) from err
+            raise ConnectionError(reason.replace("\n", ": ")) from err
+        try:
+            data = answer.read()  # type: ignore[no-untyped-call]
+        finally:
+            answer.response.release_conn()
+        return Response(
+            status=answer.status,
+            headers={k.lower(): v for k, v in answer.headers.items()},
+            data=data or b"",
+        )
 
 
 def _api_error(method: str, path: str, response: Response) -> ApiError:
@@ -241,151 +341,3 @@ def _api_error(method: str, path: str, response: Response) -> ApiError:
     except ValueError:
         pass
     return ApiError(method, path, response.status, reason or "Error", message, body)
-
-
-class NewConnectionError(OSError):
-    """No TCP connection to the apiserver (refused, unreachable, unknown host): the request
-    never left this machine, so even a write may be repeated. Named as urllib3 names it."""
-
-
-class ConnectTimeoutError(OSError):
-    """The TCP connection was not established in time: nothing was sent."""
-
-
-class _Connection(http.client.HTTPSConnection):
-    """One keep-alive HTTPS connection. Connect failures are told apart from failures after
-    the request may have reached the server, and `tls-server-name` sets SNI and the name the
-    certificate must carry."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        context: ssl.SSLContext | None,
-        server_hostname: str | None,
-        timeout: float,
-    ) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._tls = context
-        self._server_hostname = server_hostname or host
-
-    def connect(self) -> None:
-        try:
-            self.sock = socket.create_connection((self.host, self.port), self.timeout)
-        except TimeoutError as err:
-            raise ConnectTimeoutError(f"connect to {self.host}:{self.port} timed out") from err
-        except OSError as err:
-            raise NewConnectionError(f"cannot connect to {self.host}:{self.port}: {err}") from err
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._tls is not None:
-            self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_hostname)
-
-
-class _HttpTransport:
-    """A blocking pool of at most `pool_size` keep-alive connections to one apiserver, on the
-    standard library's http.client.
-
-    Not urllib3: importing urllib3 costs ~75 ms more than http.client, a large share of every
-    tool's cold start, and the client needs none of what it adds (one host, no proxies, no
-    redirects, no retries of its own: Kube.request decides every retry)."""
-
-    def __init__(self, connection: Connection, pool_size: int) -> None:
-        parts = urlsplit(connection.server)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"unsupported apiserver address {connection.server!r}")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._context = _tls_context(connection) if parts.scheme == "https" else None
-        self._server_hostname = connection.tls_server_name
-        self._slots = threading.BoundedSemaphore(pool_size)
-        self._idle: list[_Connection] = []
-        self._lock = threading.Lock()
-
-    def __call__(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float
-    ) -> Response:
-        parts = urlsplit(url)  # the server's own path prefix, if any, is part of it
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        with self._slots:
-            conn = self._take_idle() or self._open(min(5.0, timeout))
-            try:
-                assert conn.sock is not None
-                conn.sock.settimeout(timeout)
-                conn.request(method, target, body=body, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read()
-            except BaseException:
-                conn.close()
-                raise
-            if answer.will_close:
-                conn.close()
-            else:
-                with self._lock:
-                    self._idle.append(conn)
-        return Response(
-            status=answer.status,
-            headers={k.lower(): v for k, v in answer.getheaders()},
-            data=data,
-        )
-
-    def _open(self, connect_timeout: float) -> _Connection:
-        conn = _Connection(
-            self._host,
-            self._port,
-            context=self._context,
-            server_hostname=self._server_hostname,
-            timeout=connect_timeout,
-        )
-        conn.connect()  # plain TCP when the server is http:// (no TLS context)
-        return conn
-
-    def _take_idle(self) -> _Connection | None:
-        """A pooled connection the server has not closed meanwhile (as urllib3 checks: a
-        readable idle socket means EOF or garbage, never a usable connection)."""
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                conn = self._idle.pop()
-            sock = conn.sock
-            if sock is not None and not select.select([sock], [], [], 0)[0]:
-                return conn
-            conn.close()
-
-
-def _tls_context(connection: Connection) -> ssl.SSLContext:
-    # Like client-go: a kubeconfig's CA replaces the system roots rather than adding to
-    # them, which also spares loading the system store (~20-30 ms of every cold start).
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if connection.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if connection.ca_file or connection.ca_data:
-        context.load_verify_locations(
-            cafile=connection.ca_file,
-            cadata=connection.ca_data.decode() if connection.ca_data else None,
-        )
-    elif not connection.insecure:
-        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if connection.cert_file and connection.key_file:
-        context.load_cert_chain(connection.cert_file, connection.key_file)
-    elif connection.cert_data and connection.key_data:
-        _load_cert_chain_from_memory(context, connection.cert_data, connection.key_data)
-    return context
-
-
-def _load_cert_chain_from_memory(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
-    # ssl only loads client certificates from files; keep them in /tmp (the one writable
-    # place in the images) just long enough to load, readable by us alone. tempfile is
-    # imported here: it pulls in shutil, bz2 and lzma, which only this path needs.
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="cp-tls-") as folder:
-        cert_path = os.path.join(folder, "client.crt")
-        key_path = os.path.join(folder, "client.key")
-        for path, content in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-        context.load_cert_chain(cert_path, key_path)

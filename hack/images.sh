@@ -11,10 +11,12 @@
 #   BASE_IMAGE        the base of every stage (default: the Dockerfiles' pinned python slim)
 #   CONTAINER_ENGINE  docker or podman (default: docker when a docker engine answers, else podman)
 #   PYTHON            the host python whose pip fills the wheelhouse (default: python3)
-#   REFRESH_WHEELS=1  resolve the dependencies again even when pyproject's did not change
+#   REFRESH_WHEELS=1  download the dependency wheels again even when the lock did not change
 #
 # Containers may not reach PyPI (here a TLS-intercepting proxy stands in the way), so the host
-# runs `pip wheel` into build/wheelhouse/ and the builds install from there with --no-index.
+# fills build/wheelhouse/: deps/ by `pip download` of exactly what requirements.lock pins
+# (hash-checked; `make lock` writes the lock from pyproject.toml), app/ by `pip wheel` of the
+# project; the builds install from there with --no-index and --require-hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,38 +57,37 @@ sync_dir() {
     touch -d @0 "$to" "$to"/*
 }
 
-# What decides the dependency wheels: the declared dependencies and the python resolving them.
+# What decides the dependency wheels: the lock and the python they are for.
 deps_key() {
-    "$PYTHON" -c 'import sys, tomllib, json
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print(json.dumps([sorted(deps), sys.version_info[:2]]))' | sha256sum | cut -c1-16
+    { cat requirements.lock; "$PYTHON" -c 'import sys; print(sys.version_info[:2])'; } |
+        sha256sum | cut -c1-16
 }
 
 wheelhouse() {
-    local fresh key only_app=()
+    local fresh key
     fresh=$(mktemp -d)
     key=$(deps_key)
-    # The dependencies are resolved again only when they may have changed (or REFRESH_WHEELS=1):
-    # resolving takes most of a warm build, and unchanged wheels keep their layer cached.
-    if [ -z "${REFRESH_WHEELS:-}" ] && [ -f "$WHEELHOUSE/deps.key" ] &&
-        [ "$(cat "$WHEELHOUSE/deps.key")" = "$key" ]; then
-        only_app=(--no-deps)
-    fi
-    # setuptools builds in-tree: a stale build/lib would put deleted modules into the wheel.
-    rm -rf build/lib build/bdist.*
-    echo "pip wheel: the project${only_app[*]:+ (dependencies unchanged)} -> $WHEELHOUSE" >&2
-    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
-        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check "${only_app[@]}" \
-        --wheel-dir "$fresh/all" .
-    mkdir -p "$fresh/app"
-    mv "$fresh"/all/cp_migration-*.whl "$fresh/app/"
-    if [ ${#only_app[@]} -eq 0 ]; then
-        mkdir -p "$fresh/deps"
-        mv "$fresh"/all/*.whl "$fresh/deps/"
+    # Downloaded again only when the lock changed (or REFRESH_WHEELS=1): unchanged wheels keep
+    # their layer cached.
+    if [ -n "${REFRESH_WHEELS:-}" ] || [ ! -f "$WHEELHOUSE/deps.key" ] ||
+        [ "$(cat "$WHEELHOUSE/deps.key")" != "$key" ]; then
+        echo "pip download: requirements.lock -> $WHEELHOUSE/deps" >&2
+        "$PYTHON" -m pip download --quiet --disable-pip-version-check --require-hashes \
+            --only-binary=:all: --no-deps --dest "$fresh/deps" -r requirements.lock
         sync_dir "$fresh/deps" "$WHEELHOUSE/deps"
         echo "$key" >"$WHEELHOUSE/deps.key"
     fi
+    # setuptools builds in-tree: a stale build/lib would put deleted modules into the wheel.
+    rm -rf build/lib build/bdist.*
+    echo "pip wheel: the project -> $WHEELHOUSE/app" >&2
+    SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+        "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+        --wheel-dir "$fresh/app" .
     sync_dir "$fresh/app" "$WHEELHOUSE/app"
+    # What the builds read besides the wheels (the build context is the wheelhouse alone).
+    mkdir -p "$fresh/build"
+    cp requirements.lock hack/bytecode.py "$fresh/build/"
+    sync_dir "$fresh/build" "$WHEELHOUSE/build"
     rm -rf "$fresh"
 }
 

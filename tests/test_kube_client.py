@@ -123,3 +123,36 @@ def test_list_follows_continue_tokens() -> None:
     assert [item["n"] for item in items] == [1, 2, 3]
     assert "continue=abc" in transport.calls[1]
     assert "limit=2" in transport.calls[0]
+
+
+def test_a_certificate_that_does_not_verify_ends_at_once_naming_the_cause() -> None:
+    from common.kube import TlsVerifyFailed
+
+    transport = ScriptedTransport(TlsVerifyFailed("CERTIFICATE_VERIFY_FAILED"), ok())
+    with pytest.raises(ConnectionFailed, match="does not verify") as caught:
+        client(transport).request("GET", "/x")
+    assert caught.value.exit_code == 1
+    assert len(transport.calls) == 1
+
+
+def test_a_refused_connection_is_retried_with_a_line_per_attempt_and_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from urllib3.exceptions import NewConnectionError as Urllib3NewConnectionError
+
+    refused = Urllib3NewConnectionError(None, "[Errno 111] Connection refused")  # type: ignore[arg-type]
+    transport = ScriptedTransport(*[refused] * 1000)
+    with pytest.raises(ConnectionFailed, match=r"POST /x: .*connection refused"):
+        client(transport, seconds=0.5).request("POST", "/x", body={})
+    attempts = [r for r in caplog.records if "attempt" in r.getMessage()]
+    assert len(attempts) >= 2
+    assert all("connection refused" in r.getMessage() for r in attempts)
+
+
+def test_an_unknown_host_is_named() -> None:
+    from urllib3.exceptions import NameResolutionError
+
+    unknown = NameResolutionError("nowhere.invalid", None, OSError("Name or service not known"))  # type: ignore[arg-type]
+    transport = ScriptedTransport(*[unknown] * 1000)
+    with pytest.raises(ConnectionFailed, match="unknown host"):
+        client(transport, seconds=0.3).request("GET", "/x")

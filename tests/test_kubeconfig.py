@@ -56,21 +56,90 @@ def test_missing_files_in_kubeconfig_are_skipped(tmp_path: Path) -> None:
     assert resolve(None, None, env).server == "https://r"
 
 
-def test_in_cluster_comes_before_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster_comes_after_home_as_in_kubectl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     account = tmp_path / "sa"
     account.mkdir()
     (account / "token").write_text("pod-token\n")
     (account / "ca.crt").write_text("ca")
     monkeypatch.setattr("common.kubeconfig.SERVICE_ACCOUNT_DIR", account)
     home = tmp_path / "home"
-    write_home = home / ".kube"
-    write_home.mkdir(parents=True)
-    write(write_home / "config", "h", ("h", "https://home"))
     env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     connection = resolve(None, None, env, home=home)
     assert connection.server == "https://10.0.0.1:443"
     assert connection.bearer_token() == "pod-token"
+    (account / "token").write_text("rotated-token")
+    assert connection.bearer_token() == "rotated-token"
+    write_home = home / ".kube"
+    write_home.mkdir(parents=True)
+    write(write_home / "config", "h", ("h", "https://home"))
+    assert resolve(None, None, env, home=home).server == "https://home"
     assert resolve(None, None, {}, home=home).server == "https://home"
+
+
+def test_in_cluster_ipv6_service_host_is_bracketed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("ca")
+    monkeypatch.setattr("common.kubeconfig.SERVICE_ACCOUNT_DIR", tmp_path)
+    env = {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert resolve(None, None, env, home=tmp_path).server == "https://[fd00::1]:443"
+
+
+def test_a_kubeconfig_list_whose_files_are_all_missing_is_a_usage_error(tmp_path: Path) -> None:
+    home = tmp_path / "home" / ".kube"
+    home.mkdir(parents=True)
+    write(home / "config", "h", ("h", "https://home"))
+    env = {"KUBECONFIG": f"{tmp_path / 'typo'}:{tmp_path / 'other'}"}
+    with pytest.raises(UsageError, match="typo") as caught:
+        resolve(None, None, env, home=tmp_path / "home")
+    assert caught.value.exit_code == 2
+
+
+def test_a_missing_explicit_kubeconfig_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        resolve(str(tmp_path / "absent"), None, {})
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"clusters: [\xff\xfe", "not UTF-8"),
+        (b"clusters: [unclosed", "not valid YAML"),
+        (b"- a list", "not a kubeconfig"),
+    ],
+)
+def test_an_unreadable_kubeconfig_is_a_usage_error_naming_it(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(content)
+    with pytest.raises(UsageError, match=problem) as caught:
+        resolve(str(bad), None, {})
+    assert str(bad) in str(caught.value)
+
+
+def test_impersonation_becomes_kubectls_headers(tmp_path: Path) -> None:
+    config = json.loads(Path(write(tmp_path / "k", "x", ("x", "https://x"))).read_text())
+    config["users"][0]["user"].update({"as": "jane", "as-groups": ["devs", "ops"]})
+    (tmp_path / "k").write_text(json.dumps(config))
+    connection = resolve(str(tmp_path / "k"), None, {})
+    assert connection.impersonate == (
+        ("Impersonate-User", "jane"),
+        ("Impersonate-Group", "devs"),
+        ("Impersonate-Group", "ops"),
+    )
+    assert "as jane" in connection.describe()
+
+
+def test_groups_without_a_user_to_impersonate_are_refused(tmp_path: Path) -> None:
+    config = json.loads(Path(write(tmp_path / "k", "x", ("x", "https://x"))).read_text())
+    config["users"][0]["user"]["as-groups"] = ["devs"]
+    (tmp_path / "k").write_text(json.dumps(config))
+    with pytest.raises(UsageError, match="as-groups"):
+        resolve(str(tmp_path / "k"), None, {})
 
 
 def test_nothing_configured_is_a_usage_error(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.cluster import REPO, Cluster
 
-REGISTRY = "localhost/cp-migration-test"
+REGISTRY = os.environ.get("CP_TEST_IMAGE_REGISTRY", "localhost/cp-migration-test")
 TAG = "test"
 STEPS = ("migrator", "backup", "cleaner")
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
