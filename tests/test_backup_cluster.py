@@ -610,3 +610,33 @@ def test_restore_without_backups_is_refused(cluster: Cluster) -> None:
     result = cluster.run(RESTORE)
     assert result.exit_code == 3, result.output
     assert "no backup in namespace connectivity-proxy-backup" in result.output
+
+
+def test_restore_uses_a_preserved_copy_only_when_asked(cluster: Cluster) -> None:
+    install(cluster)
+    foreign = backup_sh_copy(cluster, "connectivity-proxy")
+    foreign["data"][legacy.CONFIG_KEY] += "# as backup.sh copied it\n"
+    cluster.apply([foreign])
+    assert cluster.run(BACKUP).exit_code == 0
+    kept_name = names.preserved_name("connectivity-proxy", foreign)
+    path = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
+    cluster.kube.delete(path)
+    # By default the verified backup is restored ...
+    plain = cluster.run(RESTORE, "--dry-run")
+    assert plain.exit_code == 0, plain.output
+    assert "# as backup.sh copied it" not in plain.stdout
+    # ... the preserved copy only when named.
+    result = cluster.run(RESTORE, "--from-preserved", kept_name)
+    assert result.exit_code == 0, result.output
+    restored = cluster.configmap("kyma-system", "connectivity-proxy")
+    assert restored is not None
+    assert restored["data"] == foreign["data"]
+    labels = restored["metadata"].get("labels") or {}
+    annotations = restored["metadata"].get("annotations") or {}
+    assert names.PRESERVED_LABEL not in labels and names.LABEL not in labels
+    assert not [key for key in annotations if key.startswith("backup.connectivityproxy.sap.com/")]
+    assert LAST_APPLIED not in annotations
+    # A name that is not a preserved copy is refused, naming it.
+    wrong = cluster.run(RESTORE, "--from-preserved", "connectivity-proxy")
+    assert wrong.exit_code == 3
+    assert "connectivity-proxy-backup/connectivity-proxy is not a preserved copy" in wrong.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -323,3 +325,58 @@ def test_options_come_from_environment_variables(cluster: Cluster, env_var: str)
     result = cluster.run(MIGRATOR, env={env_var: "1"})
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1].startswith("dry run:")
+
+
+def test_numbers_and_words_where_the_crd_wants_text_keep_their_exact_text(
+    cluster: Cluster,
+) -> None:
+    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    text = re.sub(r"subaccountId: .*", "subaccountId: 0443", text)
+    text = re.sub(r"highAvailabilityMode: .*", "highAvailabilityMode: off", text)
+    legacy.install(cluster, config_text=text)
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0, result.output
+    assert (
+        "spec.config.subaccountId: the CRD wants text; kept the YAML value as its exact text"
+        in (result.output)
+    )
+    cr = cluster.cr()
+    assert cr is not None
+    assert cr["spec"]["config"]["subaccountId"] == "0443"  # never 291
+    assert cr["spec"]["config"]["highAvailabilityMode"] == "off"  # never false
+
+
+def test_a_cr_created_again_after_the_migration_is_migrated_from_the_backups(
+    cluster: Cluster,
+) -> None:
+    """The chain ran to the end (the legacy ConfigMaps are gone), then the module was disabled
+    and enabled again: a new default CR. Its configuration comes from the backups."""
+    legacy.install(cluster)
+    for step in (MIGRATOR, "backup.cli:backup_main", "cleaner.cli:main"):
+        assert cluster.run(step).exit_code == 0
+    migrated = cluster.cr()
+    assert migrated is not None
+    cluster.kube.delete(
+        resource_path(
+            "connectivityproxy.sap.com",
+            "v1",
+            "connectivityproxies",
+            "kyma-system",
+            "connectivity-proxy",
+        )
+    )
+    cluster.apply([legacy.default_cr()])
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0, result.output
+    again = cluster.cr()
+    assert again is not None
+    assert again["spec"]["config"] == migrated["spec"]["config"]
+    events = cluster.kube.list(resource_path("", "v1", "events", "kyma-system"))
+    messages = [e["message"] for e in events if e["reason"] == "Migrated"]
+    assert any(
+        "from its backup connectivity-proxy-backup/connectivity-proxy" in m for m in messages
+    )
+    for step in ("backup.cli:backup_main", "cleaner.cli:main"):
+        assert cluster.run(step).exit_code == 0
+    annotations = (cluster.cr() or {})["metadata"]["annotations"]
+    assert annotations[MIGRATED] == annotations["connectivityproxy.sap.com/cleaned"] == "true"
