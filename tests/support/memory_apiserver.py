@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator, Mapping
-from typing import Any
+import json
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from common.errors import ApiError
+from common.kube import Kube, Response
+from common.kubeconfig import Connection
+
+SERVER = "https://memory.invalid"
 
 Key = tuple[str, str, str | None, str]  # group, plural, namespace, name
 
@@ -72,7 +79,8 @@ def parse(path: str) -> tuple[str, str | None, str, str | None]:
 
 
 class MemoryApiserver:
-    """Duck-types common.kube.Kube for the tools' cores."""
+    """Answers common.kube.Kube's requests through its transport hook: the tools' own client
+    (retries, error parsing, conveniences) runs unchanged on top of it."""
 
     def __init__(self) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -122,16 +130,31 @@ class MemoryApiserver:
 
     # -- Kube's surface ----------------------------------------------------------------------
 
-    def request(
+    def kube(self) -> Kube:
+        connection = cast(Connection, SimpleNamespace(server=SERVER, source="memory"))
+        return Kube(connection, transport=self.transport, user_agent="cp-migration/memory")
+
+    def transport(
+        self, method: str, url: str, headers: dict[str, str], body: Any, timeout: float
+    ) -> Response:
+        parts = urlsplit(url)
+        query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+        try:
+            answer = self.handle(
+                method, unquote(parts.path), query, body, headers.get("Accept", "")
+            )
+        except ApiError as err:
+            data = {"reason": err.reason, "message": err.api_message}
+            return Response(err.status, {}, json.dumps(data).encode())
+        return Response(200, {}, json.dumps(answer).encode())
+
+    def handle(
         self,
         method: str,
         path: str,
-        *,
-        query: Mapping[str, str | int] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        accept: str = "application/json",
-        retry_safe: bool | None = None,
+        query: Mapping[str, str],
+        body: Any,
+        accept: str,
     ) -> dict[str, Any]:
         self.request_count += 1
         if path == "/apis":
@@ -240,53 +263,6 @@ class MemoryApiserver:
                 for group, versions in groups.items()
             ],
         }
-
-    def get(self, path: str, *, accept: str = "application/json") -> dict[str, Any] | None:
-        try:
-            return self.request("GET", path, accept=accept)
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
-
-    def list(
-        self,
-        path: str,
-        *,
-        label_selector: str | None = None,
-        page_size: int = 500,
-        accept: str = "application/json",
-    ) -> Iterator[dict[str, Any]]:
-        yield from self.request("GET", path, accept=accept).get("items") or []
-
-    def create(self, path: str, body: dict[str, Any], **query: str) -> dict[str, Any]:
-        return self.request("POST", path, body=body, query=query or None)
-
-    def merge_patch(
-        self, path: str, patch: dict[str, Any], *, retry_safe: bool, **query: str
-    ) -> dict[str, Any]:
-        return self.request("PATCH", path, body=patch, query=query or None)
-
-    def replace(self, path: str, body: dict[str, Any], **query: str) -> dict[str, Any]:
-        return self.request("PUT", path, body=body, query=query or None)
-
-    def delete(
-        self,
-        path: str,
-        *,
-        uid: str | None = None,
-        resource_version: str | None = None,
-        dry_run: bool = False,
-    ) -> bool:
-        preconditions = {"uid": uid, "resourceVersion": resource_version}
-        body = {"preconditions": {k: v for k, v in preconditions.items() if v}}
-        try:
-            self.request("DELETE", path, body=body)
-        except ApiError as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
 
     def versions(self) -> dict[Key, str]:
         return {key: obj["metadata"]["resourceVersion"] for key, obj in self.objects.items()}

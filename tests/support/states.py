@@ -26,7 +26,7 @@ import json
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import yaml
 
@@ -620,10 +620,11 @@ class MemoryEnv:
         from tests.support.memory_apiserver import MemoryApiserver
 
         self.server = MemoryApiserver()
+        self._kube = self.server.kube()
 
     @property
     def kube(self) -> Kube:
-        return cast(Kube, self.server)
+        return self._kube
 
     def apply(self, objects: Iterable[dict[str, Any]]) -> None:
         for obj in objects:
@@ -633,23 +634,23 @@ class MemoryEnv:
             meta = obj["metadata"]
             collection = resource_path(group, version, plural, meta.get("namespace"))
             try:
-                self.server.create(collection, obj)
+                self.kube.create(collection, obj)
             except ApiError as err:
                 if err.status != 409:
                     raise
                 path = resource_path(group, version, plural, meta.get("namespace"), meta["name"])
-                current = self.server.get(path)
+                current = self.kube.get(path)
                 assert current is not None
                 if obj["kind"] == "Namespace":
                     continue
                 meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-                self.server.replace(path, obj)
+                self.kube.replace(path, obj)
 
     def install_crd(self, crd: dict[str, Any]) -> None:
         self.apply([crd])
 
     def delete_crd(self, name: str) -> None:
-        self.server.delete(
+        self.kube.delete(
             resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=name)
         )
 
