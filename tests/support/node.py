@@ -38,6 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -917,6 +918,63 @@ def _clean_fixed_paths(folder: Path, state: dict[str, Any], problems: list[str])
     for path in FIXED_PATHS:
         if fixed.get(path) is None and Path(path).exists():
             problems.append(f"{path} did not exist before the node and is not empty now")
+
+
+# -- the pytest session's node ------------------------------------------------------------------
+
+
+@dataclass
+class NodeCluster:
+    """The node's cluster as the tests use it: the admin Cluster, the Node, and the images
+    (step name -> reference, and the stand-in operator) loaded into its containerd."""
+
+    cluster: Any  # tests.support.cluster.Cluster
+    node: Node
+    steps: dict[str, str]
+    operator: str
+
+    def log(self, pod: dict[str, Any], container: str, previous: bool = False) -> str:
+        from tests.support.pods import container_log
+
+        return container_log(self.node.api_raw, pod, container, previous)
+
+
+def enabled_reason() -> str | None:
+    """Why the node tests are off on this run, or None (CP_NODE_TESTS=0 turns them off)."""
+    if os.environ.get("CP_NODE_TESTS", "1") == "0":
+        return "CP_NODE_TESTS=0"
+    return None
+
+
+def session() -> Iterator[NodeCluster]:
+    """For the `node` session fixture: skips (fails under CI) where the machine cannot run a
+    node; otherwise the node with the step images loaded, stopped at the end."""
+    from tests.support.cluster import FIXTURES, Cluster
+    from tests.support.images import build_images
+
+    off = enabled_reason()
+    if off:
+        import pytest
+
+        pytest.skip(f"node tests switched off ({off})")
+    reason = unavailable_reason()
+    if reason:
+        skip_or_fail(reason)
+    images = build_images()
+    folder = Path(tempfile.mkdtemp(prefix="cp-node-"))
+    node = Node(folder)
+    node.start()
+    try:
+        node.load_images(list(images.refs.values()))
+        cluster = Cluster(node.kubeconfig, node.audit_log)
+        cluster.apply_file(FIXTURES / "crd-connectivityproxy.yaml")
+        yield NodeCluster(cluster, node, dict(images.refs), node.state["operator_image"])
+    finally:
+        problems = stop(folder)
+        if not problems:
+            shutil.rmtree(folder, ignore_errors=True)
+    if problems:
+        raise RuntimeError(f"the node left the host changed: {problems} (state in {folder})")
 
 
 # -- command line ----------------------------------------------------------------------------------

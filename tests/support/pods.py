@@ -8,7 +8,7 @@ import json
 import time
 import urllib.error
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -228,10 +228,29 @@ def step_runs(pod: dict[str, Any]) -> list[tuple[str, int, float, datetime, date
     return runs
 
 
+def chain_window(pod: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """From the first step's start to the last step's end (or now, while one runs), as the
+    kubelet reported them (whole seconds); None before any step started."""
+    starts, ends = [], []
+    for found in init_statuses(pod).values():
+        state = found.get("state") or {}
+        if "running" in state and state["running"].get("startedAt"):
+            starts.append(_time(state["running"]["startedAt"]))
+            ends.append(datetime.now(UTC))
+        elif "terminated" in state and state["terminated"].get("startedAt"):
+            starts.append(_time(state["terminated"]["startedAt"]))
+            ends.append(_time(state["terminated"]["finishedAt"]))
+    if not starts:
+        return None
+    return min(starts), max(ends)
+
+
 def container_log(
     raw_get: Callable[[str], bytes], pod: dict[str, Any], container: str, previous: bool = False
 ) -> str:
-    """`kubectl logs POD -c CONTAINER [--previous]`: pods/log through the apiserver."""
+    """`kubectl logs POD -c CONTAINER [--previous]`: pods/log through the apiserver. Without
+    `previous`, the last run's log, also while the container waits in CrashLoopBackOff; with
+    it, the run before (an init container's older runs are pruned once a newer one ended)."""
     meta = pod["metadata"]
     path = (
         resource_path("", "v1", "pods", meta["namespace"], meta["name"], "log")
