@@ -54,11 +54,12 @@ def fault_proxy(cluster: Cluster, tmp_path: Path) -> Iterator[FaultProxy]:
         yield proxy
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node() -> Iterator[NodeCluster]:
     """A real node (kubelet, containerd, controller-manager, scheduler) beside a control plane
     of its own, with the step images loaded; skipped where the machine cannot run it (a
-    failure under CI). See tests/support/node.py."""
+    failure under CI). Per module, so that it stops once its tests are done instead of
+    running beside the rest of the suite. See tests/support/node.py."""
     yield from node_session()
 
 

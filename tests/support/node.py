@@ -126,6 +126,22 @@ def _owner() -> Path | None:
     return None
 
 
+def recover_abandoned() -> None:
+    """A node whose processes are gone without a stop (its test session was killed) still
+    left the host changed: stop it now, which puts back what it recorded."""
+    try:
+        folder = Path(OWNER.read_text().strip())
+    except OSError:
+        return
+    state = _load_state(folder)
+    if state is None or state.get("stopped"):
+        OWNER.unlink(missing_ok=True)
+        return
+    if _owner() is None:
+        print(f"stopping an abandoned test node (state in {folder})", file=sys.stderr)
+        stop(folder)
+
+
 def skip_or_fail(reason: str) -> None:
     """Skipped on a developer machine that cannot run the node; a failure under CI."""
     import pytest
@@ -446,6 +462,7 @@ class Node:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.node_ip = self.node_ip or default_route_address()
+        recover_abandoned()
         # Everything that is put back at the stop is recorded before anything changes.
         self.state = {
             "node_ip": self.node_ip,
@@ -984,7 +1001,8 @@ def start_detached(link: Path) -> Path:
     """For `make node`: reuse a running node whose state `link` names, or start one."""
     if link.is_symlink() and _owner() == link.resolve():
         return link.resolve() / "controlplane" / "kubeconfig"
-    stop_detached(link)
+    if link.is_symlink():
+        stop_detached(link)
     folder = Path(tempfile.mkdtemp(prefix="cp-node-"))
     node = Node(folder)
     node.start()
@@ -994,11 +1012,18 @@ def start_detached(link: Path) -> Path:
 
 
 def stop_detached(link: Path) -> None:
+    """Stop the node `link` names, or else the one that runs on this machine (a test session's
+    that was killed, say)."""
     if link.is_symlink():
         folder = link.resolve()
         stop(folder)
         shutil.rmtree(folder, ignore_errors=True)
         link.unlink()
+        return
+    with contextlib.suppress(OSError):
+        folder = Path(OWNER.read_text().strip())
+        print(f"stopping the test node in {folder}", file=sys.stderr)
+        stop(folder)
 
 
 def main(argv: list[str]) -> int:
