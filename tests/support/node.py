@@ -101,6 +101,10 @@ def unavailable_reason() -> str | None:
         return "containerd is not installed and there is no apt-get to install it"
     if not shutil.which("go") and not _binaries_built():
         return "kubelet is not built and there is no Go toolchain to build it"
+    try:
+        default_route_address()
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError, IndexError):
+        return "no default route: the kubelet needs a non-loopback node IP"
     owner = _owner()
     if owner is not None:
         return f"another test node runs on this machine (state in {owner})"
@@ -647,11 +651,12 @@ disabled_plugins = [
                 check=True,
                 capture_output=True,
             )
-            result = self.ctr("images", "import", "--no-unpack", str(archive), check=False)
+            # Unpacked into the CRI's snapshotter now, not at the first container's start.
+            result = self.ctr(
+                "images", "import", "--snapshotter", "overlayfs", str(archive), check=False
+            )
             if result.returncode != 0:
                 raise RuntimeError(f"ctr images import: {result.stderr}")
-        for ref in refs:
-            self.ctr("images", "unpack", "--snapshotter", "overlayfs", ref, check=False)
 
     def _start_kubelet(self, bins: Path) -> None:
         root = self.folder / "kubelet"
@@ -1023,7 +1028,8 @@ def stop_detached(link: Path) -> None:
     with contextlib.suppress(OSError):
         folder = Path(OWNER.read_text().strip())
         print(f"stopping the test node in {folder}", file=sys.stderr)
-        stop(folder)
+        if not stop(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
