@@ -125,7 +125,12 @@ def _owner() -> Path | None:
     except OSError:
         return None
     state = _load_state(folder)
-    if state and any(_same_process(p) for p in state.get("processes", {}).values()):
+    if not state or state.get("stopped"):
+        return None
+    holder = state.get("holder")
+    if holder and not _same_process(holder):
+        return None  # the test session that held it is gone: abandoned
+    if any(_same_process(p) for p in state.get("processes", {}).values()):
         return folder
     return None
 
@@ -459,8 +464,10 @@ class Node:
 
     # -- start --------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 120.0) -> None:
-        """Start the control plane and the node; stops whatever started when a step fails."""
+    def start(self, timeout: float = 120.0, *, held: bool = True) -> None:
+        """Start the control plane and the node; stops whatever started when a step fails.
+        `held`: the node belongs to this process (a test session, a benchmark), and a later
+        start stops it as abandoned once this process is gone; `make node` starts it unheld."""
         install_packages()
         bins = node_binaries()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -474,6 +481,8 @@ class Node:
             "fixed": {path: _listing(path) for path in FIXED_PATHS},
             "processes": {},
         }
+        if held:
+            self.state["holder"] = [os.getpid(), _start_time(os.getpid())]
         self._save()
         OWNER.write_text(str(self.folder))
         try:
@@ -1010,7 +1019,7 @@ def start_detached(link: Path) -> Path:
         stop_detached(link)
     folder = Path(tempfile.mkdtemp(prefix="cp-node-"))
     node = Node(folder)
-    node.start()
+    node.start(held=False)
     link.unlink(missing_ok=True)
     link.symlink_to(folder)
     return node.kubeconfig
