@@ -185,6 +185,11 @@ def test_a_missing_grant_added_back_is_retried_with_backoff_to_running(
     migrator = P.init_statuses(pod)["migrator"]
     assert migrator["restartCount"] >= 1
     assert migrator["state"]["terminated"]["exitCode"] == 0
+    failed = migrator["lastState"]["terminated"]
+    assert failed["exitCode"] == 1
+    # Backoff: the successful run started well after the failed one ended (10 s, then 20 s...).
+    pause = P._time(migrator["state"]["terminated"]["startedAt"]) - P._time(failed["finishedAt"])
+    assert pause.total_seconds() >= 5, (failed, migrator["state"])
     assert pod["metadata"]["uid"] == uid  # the same Pod, restarted by the kubelet, not replaced
     assert len(P.pods(node.cluster)) == 1
     assert waited < 90, f"the kubelet's backoff should retry within its 5 minute cap: {waited}"
