@@ -148,7 +148,8 @@ def recover_abandoned() -> None:
         return
     if _owner() is None:
         print(f"stopping an abandoned test node (state in {folder})", file=sys.stderr)
-        stop(folder)
+        if not stop(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def skip_or_fail(reason: str) -> None:
