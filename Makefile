@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER_DIR := .cluster
+NODE_DIR := .node
 PYTEST_ARGS ?=
 # Images: see hack/images.sh. BASE_IMAGE empty = the Dockerfiles' pinned default.
 IMAGE_REGISTRY ?= localhost/cp-migration
@@ -12,7 +13,7 @@ IMAGE_ENV = IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$
 	PYTHON=$(BIN)/python
 
 .PHONY: install controlplane test test-reliability test-fast lint format cluster cluster-down demo clean \
-	podman base-image images push bench lock
+	podman base-image images push bench lock node-binaries node node-down demo-node test-node
 
 install: $(VENV)/.installed
 
@@ -66,6 +67,28 @@ cluster: install controlplane
 cluster-down: install
 	$(BIN)/python -m tests.support.controlplane stop $(CLUSTER_DIR)
 
+# A real node beside its own control plane (README, "The node tests"): kubelet,
+# kube-controller-manager and kube-scheduler built once beside the apiserver (about 80 s with
+# a warm build cache), containerd, runc, CNI plugins and busybox from Debian. Needs root.
+node-binaries: controlplane
+	bash hack/controlplane/build-node.sh
+
+node: install node-binaries
+	@$(BIN)/python -m tests.support.node start $(NODE_DIR) >/dev/null
+	@echo "node up; kubeconfig: $(NODE_DIR)/controlplane/kubeconfig"
+
+# Stops the node and puts the host back (sysctls, mounts, cgroups, iptables, fixed paths).
+node-down: install
+	$(BIN)/python -m tests.support.node stop $(NODE_DIR)
+
+# The demo as real Pods: deploy/ on the node, the steps as init containers.
+demo-node: node
+	$(BIN)/python -m hack.demo_node --node $(NODE_DIR)
+
+# The node tests alone (`make test` runs them too).
+test-node: install node-binaries
+	$(BIN)/pytest tests/test_node_*.py $(PYTEST_ARGS)
+
 demo: cluster
 	$(BIN)/python -m hack.demo --kubeconfig $(CLUSTER_DIR)/kubeconfig
 
@@ -91,5 +114,5 @@ images: install
 push: images
 	$(IMAGE_ENV) bash hack/images.sh push
 
-clean: cluster-down
+clean: cluster-down node-down
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -568,6 +568,7 @@ class Results:
     images_note: str = ""
     sweep: dict[int, Series] = field(default_factory=dict)
     seconds: float = 0.0
+    node: Any = None  # hack.bench_node.NodeBench: deploy/ on a real node (issue 13)
 
     def steps_built(self) -> list[Step]:
         return [result.step for result in self.steps]
@@ -896,6 +897,11 @@ def render(results: Results) -> str:
         )
     else:
         out.append("> Not measured: `cp-cleaner` is not built yet.")
+    node = getattr(results, "node", None)
+    if node is not None:
+        from hack import bench_node
+
+        out += ["", *bench_node.render(node)]
     out += ["", "## What each step imports", ""]
     out += [
         "One extra, untimed run per step with `PYTHONPROFILEIMPORTTIME=1` (the same real run, "
@@ -1018,6 +1024,9 @@ def main(argv: list[str] | None = None) -> int:
         help="auto: also measure each step in its image when podman has it (make images)",
     )
     parser.add_argument(
+        "--no-node", action="store_true", help="skip deploy/ on a real node (hack/bench_node.py)"
+    )
+    parser.add_argument(
         "--rerender",
         type=Path,
         metavar="PICKLE",
@@ -1084,6 +1093,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     runs.append(run)
                 results.sweep[n] = Series(runs)
+    if not args.no_node:
+        from hack import bench_node
+
+        print(f"== deploy/ on a real node: {args.runs} runs")
+        results.node = bench_node.run(args.runs)
+        if results.node.skipped:
+            print(f"   not measured: {results.node.skipped}")
     results.seconds = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "wb") as handle:

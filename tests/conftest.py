@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.chain import fresh_install
 from tests.support.cluster import FIXTURES, SHARED_FIXTURES, Cluster
 from tests.support.controlplane import ControlPlane
 from tests.support.faultproxy import FaultProxy
+from tests.support.node import NodeCluster
+from tests.support.node import session as node_session
+from tests.support.pods import label_namespace_restricted, remove_deployment
 
 CP_CRD = FIXTURES / "crd-connectivityproxy.yaml"
 
@@ -48,6 +52,25 @@ def fault_proxy(cluster: Cluster, tmp_path: Path) -> Iterator[FaultProxy]:
     """A TLS fault proxy in front of the control plane; tools reach it via its kubeconfig."""
     with FaultProxy(cluster.kubeconfig, tmp_path) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[NodeCluster]:
+    """A real node (kubelet, containerd, controller-manager, scheduler) beside a control plane
+    of its own, with the step images loaded; skipped where the machine cannot run it (a
+    failure under CI). Per module, so that it stops once its tests are done instead of
+    running beside the rest of the suite. See tests/support/node.py."""
+    yield from node_session()
+
+
+@pytest.fixture
+def node_cluster(node: NodeCluster) -> Iterator[NodeCluster]:
+    """The node's cluster with no operator Deployment or Pods and a standard legacy
+    installation (tests/support/chain.py), in a kyma-system that enforces `restricted`."""
+    remove_deployment(node.cluster)
+    fresh_install(node.cluster)
+    label_namespace_restricted(node.cluster)
+    yield node
 
 
 @pytest.fixture

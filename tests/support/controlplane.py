@@ -54,9 +54,10 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(folder: Path) -> None:
-    """A small CA, a serving certificate for 127.0.0.1/localhost, an admin client certificate
-    in system:masters, and the service-account signing key pair."""
+def make_pki(folder: Path, extra_sans: tuple[str, ...] = ()) -> None:
+    """A small CA, a serving certificate for 127.0.0.1/localhost (and `extra_sans`, such as
+    "IP:10.0.0.1"), an admin client certificate in system:masters, and the service-account
+    signing key pair."""
     folder.mkdir(parents=True, exist_ok=True)
     _openssl(
         "req",
@@ -75,7 +76,9 @@ def make_pki(folder: Path) -> None:
         cwd=folder,
     )
     (folder / "san.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+        "subjectAltName="
+        + ",".join(("IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes.default.svc", *extra_sans))
+        + "\n"
         "extendedKeyUsage=serverAuth\n"
     )
     (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
@@ -118,6 +121,18 @@ def make_pki(folder: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
 
+def _issue(folder: Path, name: str, subject: str, ext: str = "client.ext") -> None:
+    """A key and a certificate signed by the CA of `folder` (made by make_pki)."""
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        "-subj", subject, cwd=folder,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "3650", "-out", f"{name}.crt", "-extfile", ext, cwd=folder,
+    )  # fmt: skip
+
+
 @dataclass
 class ControlPlane:
     folder: Path
@@ -125,10 +140,15 @@ class ControlPlane:
     etcd_port: int = 0
     etcd: subprocess.Popen[bytes] | None = None
     apiserver: subprocess.Popen[bytes] | None = None
+    # Set by tests/support/node.py only: the apiserver serves on this address (the node's, which
+    # Pods reach) instead of 127.0.0.1, with Node authorization, NodeRestriction, the
+    # ServiceAccount admission plugin and kubelet client certificates. Unset, nothing changes.
+    node_ip: str | None = None
+    service_ip: str = "10.0.0.1"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.node_ip or '127.0.0.1'}:{self.api_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -145,7 +165,10 @@ class ControlPlane:
     def start(self, timeout: float = 120.0) -> None:
         bins = binaries_dir()
         self.folder.mkdir(parents=True, exist_ok=True)
-        make_pki(self.pki)
+        extra_sans = (f"IP:{self.node_ip}", f"IP:{self.service_ip}") if self.node_ip else ()
+        make_pki(self.pki, extra_sans)
+        if self.node_ip:
+            _issue(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
         self.etcd_port, peer_port, self.api_port = _free_port(), _free_port(), _free_port()
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
@@ -178,22 +201,22 @@ class ControlPlane:
         )
         (self.folder / "audit-policy.yaml").write_text(AUDIT_POLICY)
         pki = self.pki
+        address = self.node_ip or "127.0.0.1"
         self.apiserver = subprocess.Popen(
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.folder / 'certs'}",
                 f"--tls-cert-file={pki / 'serving.crt'}",
                 f"--tls-private-key-file={pki / 'serving.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
+                *self._access_args(),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--disable-admission-plugins=ServiceAccount",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 f"--audit-policy-file={self.folder / 'audit-policy.yaml'}",
@@ -208,6 +231,19 @@ class ControlPlane:
         self._write_kubeconfig()
         self._write_pids()
         self._wait_ready(timeout)
+
+    def _access_args(self) -> list[str]:
+        if not self.node_ip:
+            return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        pki = self.pki
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _write_kubeconfig(self) -> None:
         pki = self.pki
