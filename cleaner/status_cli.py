@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, STATUS_EXIT_CODES, options_from, read_only_options, run
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=STATUS_EXIT_CODES)
 @click.option(
     "-o",
     "--output",
@@ -26,8 +26,6 @@ def main(**params: Any) -> None:
     The legacy installation and which of its objects remain, the ConnectivityProxy CRD and CR
     (status.state, migrated / backed-up / cleaned), the backup and whether its digests verify,
     the ServiceMappings handed over, and the module's operator Deployment. Read-only.
-
-    Exit codes: 0 (whatever the state), 1 the cluster cannot be reached, 2 usage.
     """
     output = params.pop("output")
     options = options_from(params)

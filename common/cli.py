@@ -7,9 +7,11 @@ the tools' cores are imported when a command actually runs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -22,6 +24,90 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# The epilog of every tool that changes the cluster (`@click.command(epilog=EXIT_CODES)`).
+EXIT_CODES = """\b
+Exit codes:
+  0  done, or nothing to do
+  1  failed; a retry may fix it (an init container is retried by the kubelet)
+  2  usage: a wrong option or environment variable
+  3  refused: invalid or unsafe input; nothing was changed
+"""
+# cp-status only reads.
+STATUS_EXIT_CODES = """\b
+Exit codes:
+  0  the status was read (whatever the state of the migration)
+  1  the cluster cannot be reached, or nothing could be read
+  2  usage: a wrong option or environment variable
+"""
+PACKAGE = "cp-migration"
+# Set in the images (Dockerfile.*: ENV from the REVISION build argument, as the OCI label).
+REVISION_ENV = "CP_MIGRATION_REVISION"
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("", "0", "false", "no", "off", "n", "f")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def revision() -> str | None:
+    """The git revision: from the image's environment, or from a source checkout."""
+    found = os.environ.get(REVISION_ENV, "").strip()
+    if found and found != "unknown":
+        return found
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / ".git").exists():
+        return None
+    import subprocess
+
+    try:
+        answer = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return None
+    return answer.stdout.strip() or None
+
+
+def version_text(prog: str) -> str:
+    found = revision()
+    return f"{prog} {package_version()}" + (f" (revision {found})" if found else "")
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(version_text(ctx.find_root().info_name or PACKAGE))
+    ctx.exit(EXIT_OK)
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """-v counts; CP_VERBOSE may be a count or a boolean (true/false, 1/0, yes/no, on/off),
+    so that an init container's `CP_VERBOSE: "true"` is not a usage error."""
+    if value or "CP_VERBOSE" not in os.environ:
+        return value
+    raw = os.environ["CP_VERBOSE"].strip()
+    if raw.lower() in _FALSE:
+        return 0
+    if raw.lower() in _TRUE:
+        return 1
+    if raw.isdigit():
+        return int(raw)
+    raise click.BadParameter(
+        f"CP_VERBOSE={raw!r} is neither a boolean (true/false, 1/0, yes/no, on/off) nor a count",
+        ctx=ctx,
+        param=param,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,7 +139,19 @@ def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
             help="auto: JSON lines when stderr is not a terminal, text when it is.",
         ),
         click.option(
-            "-v", "--verbose", envvar="CP_VERBOSE", count=True, help="More detail (debug logs)."
+            "-v",
+            "--verbose",
+            count=True,
+            callback=_verbosity,
+            help="More detail (debug logs). Env CP_VERBOSE: true/false, yes/no, 1/0 or a count.",
+        ),
+        click.option(
+            "--version",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_show_version,
+            help="Show the version (and the git revision) and exit.",
         ),
     ]
     if dry_run:
@@ -63,7 +161,7 @@ def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
                 "--dry-run",
                 envvar="CP_DRY_RUN",
                 is_flag=True,
-                help="Show the plan and change nothing.",
+                help="Show the plan and change nothing. Env CP_DRY_RUN: true/false, yes/no, 1/0.",
             ),
         )
     return decorators
