@@ -355,3 +355,52 @@ def content_digest(configmap: dict[str, Any]) -> str:
         ensure_ascii=False,
     )
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Yaml11Warning:
+    path: str  # the field path in the configuration (".servers.proxy.http.port")
+    message: str
+
+
+_UNSET: Any = object()
+
+
+def yaml11_warnings(text: str, where: str, taken: Any = _UNSET) -> list[Yaml11Warning]:
+    """One warning per plain scalar that YAML 1.1 reads differently from what its text
+    suggests (sexagesimal `1:20` = 80, octal `0755` = 493, `on`/`off`/`yes`/`no` = booleans),
+    naming the field and the value taken. `taken` is what the step made of the document (the
+    same keys; for the migrator, spec.config after merging): a field it took as the source
+    text says so. Text that does not parse gives no warnings (its refusal says why)."""
+    try:
+        parsed = parse_yaml_document(text, where)
+    except RefusedError:
+        return []
+    found: list[Yaml11Warning] = []
+    for scalar in parsed.surprises:
+        value = scalar.value if taken is _UNSET else _lookup(taken, scalar.keys, scalar.value)
+        if value == scalar.text and isinstance(value, str):
+            outcome = f"taken as the text {json.dumps(value)}, as the field is a string"
+        else:
+            outcome = (
+                f"the value taken is {json.dumps(value)}; write {json.dumps(scalar.text)} "
+                "(quoted) if you meant the text"
+            )
+        found.append(
+            Yaml11Warning(
+                path=scalar.path,
+                message=f"{where}: {scalar.path} (line {scalar.line}): {scalar.surprise}; "
+                + outcome,
+            )
+        )
+    return found
+
+
+def _lookup(root: Any, keys: tuple[str | int, ...], default: Any) -> Any:
+    node = root
+    for key in keys:
+        in_list = isinstance(key, int) and isinstance(node, list) and key < len(node)
+        if not in_list and not (isinstance(node, dict) and key in node):
+            return default
+        node = node[key]
+    return node

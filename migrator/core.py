@@ -10,6 +10,7 @@ from typing import Any
 
 from common import cr as crnames
 from common import diff
+from common.configmap import yaml11_warnings
 from common.errors import ApiError, RefusedError, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
@@ -79,6 +80,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         exists = kube.get(secret_path, accept=METADATA_ONLY) is not None
         inputs = dataclasses.replace(inputs, secret_exists=exists)
     plan = planning.plan(inputs)
+    _warn_yaml11(inputs.config_map, plan.spec_after)
     for change in plan.changes:
         log.info(
             f"{change.path}: {change.reason}",
@@ -115,6 +117,20 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         diff=rendered,
         changed=True,
     )
+
+
+def _warn_yaml11(config_map: dict[str, Any] | None, spec_after: dict[str, Any]) -> None:
+    """A YAML 1.1 reading the text does not suggest (`1:20` = 80, `0755` = 493, `off` = false)
+    is logged with the field and the value taken (common.configmap)."""
+    text = ((config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
+    if not isinstance(text, str):
+        return
+    where = f"ConfigMap {planning.CONFIG_MAP} key {planning.CONFIG_KEY}"
+    for warning in yaml11_warnings(text, where, taken=spec_after.get("config")):
+        log.warning(
+            warning.message,
+            extra=fields(object=planning.CONFIG_MAP, key=planning.CONFIG_KEY, field=warning.path),
+        )
 
 
 def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
