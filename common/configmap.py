@@ -131,6 +131,7 @@ def _parse(text: str, where: str) -> Parsed:
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
         raise RefusedError(f"{where}: the YAML document is {kind}, not a mapping")
     _check_values(data, where, "")
+    _remember_credentials(data)
     scalars: dict[str, Scalar] = {}
     _collect_scalars(node, data, (), scalars)
     return Parsed(data=data, scalars=scalars)
@@ -256,6 +257,21 @@ def _collect_scalars(
             line=int(node.start_mark.line) + 1,
             column=int(node.start_mark.column) + 1,
         )
+
+
+def _remember_credentials(value: Any) -> None:
+    """Values under credential-looking keys, at any depth, are masked in every later output."""
+    from common import redact
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if redact.is_secret_key(key):
+                redact.remember_all(item)
+            else:
+                _remember_credentials(item)
+    elif isinstance(value, list):
+        for item in value:
+            _remember_credentials(item)
 
 
 def _path(keys: tuple[str | int, ...]) -> str:
