@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from common.cli import CONTEXT_SETTINGS, STATUS_EXIT_CODES, options_from, read_only_options, run
+from common.errors import RetryableError
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=STATUS_EXIT_CODES)
@@ -33,7 +34,7 @@ def main(**params: Any) -> None:
     def body() -> None:
         import json
 
-        from cleaner.status import gather, render_table
+        from cleaner.status import gather, readable, render_table
         from common.cli import connect
 
         status = gather(connect(options, "status"))
@@ -41,6 +42,11 @@ def main(**params: Any) -> None:
             click.echo(json.dumps(status, indent=2))
         else:
             click.echo(render_table(status), nl=False)
+        if not readable(status):
+            raise RetryableError(
+                "cp-status could read nothing: every read failed (see the rows above); "
+                "check the kubeconfig's identity and its permissions"
+            )
 
     run("status", options, body)
 
