@@ -202,21 +202,81 @@ def connect(options: Options, tool: str) -> Kube:
     return Kube(connection, user_agent=f"cp-migration/{tool}")
 
 
+class Interrupted(BaseException):
+    """SIGTERM (the kubelet deleting the Pod) or SIGINT (Ctrl-C), raised in the main thread.
+    A BaseException, so that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    import signal
+
+    # A second signal while the first is handled (the requests in flight finishing) ends the
+    # process at once; nothing half-written can result, every write is a single request.
+    for again in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(again, _on_second_signal)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _on_second_signal(signum: int, _frame: Any) -> None:
+    import signal
+
+    sys.stderr.write(f"{signal.Signals(signum).name} again: exiting at once\n")
+    sys.stderr.flush()
+    os._exit(EXIT_RETRY)
+
+
+def _handle_signals() -> Callable[[], None]:
+    """Install the handlers; returns what restores the previous ones."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore
+
+
 def run(tool: str, options: Options, body: Callable[[], int | None]) -> NoReturn:
     """Run a tool's core and turn its outcome into the exit code, in this one place."""
-    from common import logs
+    from common import logs, progress
 
-    logs.setup(options.log_format, options.verbose)
+    log_format = logs.setup(options.log_format, options.verbose)
+    terminal = log_format == "text" and sys.stderr.isatty()
+    ledger = progress.reset(sys.stderr if terminal else None)
+    ledger.expect(progress.STEP_TODO)
+    for handler in logging.getLogger().handlers:
+        progress.install_log_filter(handler)
     log = logging.getLogger(tool)
+    restore = _handle_signals()
     try:
-        code = body() or EXIT_OK
-    except CpError as err:
-        log.error(str(err))
-        code = err.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        code = EXIT_RETRY
-    except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
-        log.exception("unexpected failure: %s", err)
-        code = EXIT_RETRY
+        try:
+            code = body() or EXIT_OK
+        except CpError as err:
+            log.error(str(err))
+            code = err.exit_code
+        except (Interrupted, KeyboardInterrupt) as err:
+            name = err.signal_name if isinstance(err, Interrupted) else "SIGINT"
+            # One line: what this run did and what a rerun will do; exit 1, the kubelet (or the
+            # person) runs the step again and it continues from what the cluster shows.
+            log.error(
+                f"interrupted by {name}; the request in flight was finished or abandoned, "
+                f"nothing is half written. {ledger.summary()}. Exit 1: a rerun continues",
+                extra=logs.fields(signal=name),
+            )
+            code = EXIT_RETRY
+        except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
+            log.exception("unexpected failure: %s", err)
+            code = EXIT_RETRY
+    finally:
+        ledger.clear_bar()
+        restore()
     sys.exit(code)

@@ -46,8 +46,9 @@ class TextFormatter(logging.Formatter):
         return scrub(text)
 
 
-def setup(log_format: str, verbosity: int, stream: Any = None) -> None:
-    """Configure the root logger once per process; `auto` picks JSON when stderr is no tty."""
+def setup(log_format: str, verbosity: int, stream: Any = None) -> str:
+    """Configure the root logger once per process; `auto` picks JSON when stderr is no tty.
+    Returns the format chosen (json or text)."""
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
@@ -58,6 +59,7 @@ def setup(log_format: str, verbosity: int, stream: Any = None) -> None:
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     # urllib3 warns per request on some setups; its own lines only add noise at -v.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    return log_format
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from common import cr as crnames
 from common.errors import ApiError
 from common.kube import resource_path
 from tests.support import chain, legacy
-from tests.support.chain import BACKUP, MIGRATOR
-from tests.support.cluster import Cluster, ToolResult
+from tests.support.chain import BACKUP, CLEANER, MIGRATOR
+from tests.support.cluster import REPO, Cluster, ToolResult
 
 STATUS_ENTRY = "cleaner.status_cli:main"
 
@@ -158,3 +168,166 @@ def test_status_with_some_reads_forbidden_shows_the_rest_and_exits_0(
         "unknown (forbidden: "
         in rows["operator Deployment kyma-system/connectivity-proxy-operator"]
     )
+
+
+# -- signals (item 4) ---------------------------------------------------------------------------
+
+MAPPINGS = 600
+TOTAL = MAPPINGS + 2  # the standard installation has two of its own
+
+
+def install_with_mappings(cluster: Cluster, count: int = MAPPINGS) -> None:
+    """The standard installation, migrated and backed up, with `count` ServiceMappings: a
+    cluster a cleaner takes a few seconds on."""
+    chain.fresh_install(cluster)
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: cluster.kube.create(
+                    resource_path(*chain.SERVICE_MAPPINGS), chain.service_mapping(f"sm-{i:04d}")
+                ),
+                range(count),
+            )
+        )
+    for step in (MIGRATOR, BACKUP):
+        result = chain.run_in_process(step, cluster.kubeconfig)
+        assert result.exit_code == 0, result.output
+
+
+@dataclass
+class Interruption:
+    exit_code: int
+    lines: list[dict[str, Any]]
+    output: str
+    seconds_to_exit: float
+
+
+def interrupt_cleaner(
+    cluster: Cluster, signum: int, when: Callable[[dict[str, Any]], bool]
+) -> Interruption:
+    """Run cp-cleaner as its own process (JSON logs, debug) and send `signum` as soon as a
+    log line satisfies `when`."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cleaner",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--log-format",
+            "json",
+            "-v",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    lines: list[dict[str, Any]] = []
+    raw: list[str] = []
+    sent_at = None
+    for text in process.stderr:
+        raw.append(text)
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        lines.append(line)
+        if sent_at is None and when(line):
+            process.send_signal(signum)
+            sent_at = time.monotonic()
+    out, _ = process.communicate(timeout=60)
+    assert sent_at is not None, "the trigger line never came:\n" + "".join(raw)
+    return Interruption(process.returncode, lines, out + "".join(raw), time.monotonic() - sent_at)
+
+
+def nth(
+    count: int, predicate: Callable[[dict[str, Any]], bool]
+) -> Callable[[dict[str, Any]], bool]:
+    seen = [0]
+
+    def check(line: dict[str, Any]) -> bool:
+        if predicate(line):
+            seen[0] += 1
+        return seen[0] >= count
+
+    return check
+
+
+POINTS: dict[str, Callable[[], Callable[[dict[str, Any]], bool]]] = {
+    # the first line the cleaner logs: before, or just at, its first write
+    "at the start": lambda: lambda line: True,
+    "after the legacy webhook was deleted": lambda: (
+        lambda line: (
+            str(line.get("msg", "")).startswith("deleted:")
+            and str(line.get("kind")).startswith("validatingwebhookconfigurations")
+        )
+    ),
+    "in the middle of the ServiceMapping hand-over": lambda: nth(
+        100, lambda line: line.get("msg") == "handed over"
+    ),
+    "during the deletions after the hand-over": lambda: (
+        lambda line: line.get("msg") == "ServiceMappings handed over"
+    ),
+}
+
+
+def handed_over(cluster: Cluster) -> int:
+    return sum(
+        1
+        for item in cluster.kube.list(resource_path(*chain.SERVICE_MAPPINGS))
+        if (item["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by")
+        == "sap.connectivity.proxy.operator"
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_at_any_point_is_one_line_exit_1_and_a_rerun_completes(
+    cluster: Cluster, signum: int
+) -> None:
+    name = signal.Signals(signum).name
+    report = []
+    for point, trigger in POINTS.items():
+        install_with_mappings(cluster)
+        run = interrupt_cleaner(cluster, signum, trigger())
+        report.append(f"{name} {point}: exit {run.exit_code} after {run.seconds_to_exit:.2f}s")
+        assert "Traceback" not in run.output, run.output
+        assert run.seconds_to_exit < 10, run.output
+        interrupted = [line for line in run.lines if "interrupted by" in str(line.get("msg"))]
+        cr = cluster.cr()
+        assert cr is not None
+        marked = crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+        if run.exit_code == 0:
+            # The run ended before the signal was handled: done, and said so.
+            assert marked and not interrupted, run.output
+        else:
+            assert run.exit_code == 1, run.output
+            assert len(interrupted) == 1, run.output
+            message = str(interrupted[0]["msg"])
+            report.append(f"  {message}")
+            assert message.startswith(f"interrupted by {name}"), message
+            assert "done: " in message and "Remains: " in message, message
+            assert interrupted[0]["level"] == "error"
+            if point == "in the middle of the ServiceMapping hand-over":
+                count = int(
+                    message.split(f" of {TOTAL} ServiceMappings handed over")[0].split()[-1]
+                )
+                assert 100 <= count < TOTAL, message
+                assert f"{TOTAL - count} ServiceMappings to hand over" in message
+                assert "webhook-secret deleted first" in message
+                # What the line says matches the cluster (patches in flight were finished).
+                assert handed_over(cluster) == count
+            if not marked:
+                assert (
+                    f"the mark {crnames.ANNOTATION_CLEANED}" in message
+                    or "all of this step's work" in message
+                ), message
+        # The kubelet starts the container again: it completes.
+        rerun = chain.run_in_process(CLEANER, cluster.kubeconfig)
+        assert rerun.exit_code == 0, rerun.output
+        cr = cluster.cr()
+        assert cr is not None and crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+        assert handed_over(cluster) == TOTAL
+    print("\n".join(report))
