@@ -47,7 +47,6 @@ class Phase:
     started: float = 0.0
     finished: bool = False
     _last_shown: float = 0.0
-    _shown: bool = False
     _ledger: Ledger | None = field(default=None, repr=False)
 
     def advance(self, amount: int = 1) -> None:
@@ -88,6 +87,7 @@ class Ledger:
         self.expected: list[str] = []  # what remains after the phases ("mark the CR cleaned")
         self.bar_stream = stream  # set: draw bars there (a terminal); None: log lines
         self._bar_visible = False
+        self._last_line = 0.0
 
     # -- what steps call ---------------------------------------------------------------------
 
@@ -140,11 +140,11 @@ class Ledger:
             self.bar_stream.flush()
             self._bar_visible = True
             return
-        since = phase._last_shown or phase.started
+        # At most one line every LINE_INTERVAL for the whole run, whichever phase advances.
+        since = max(self._last_line, phase.started)
         if now - since < LINE_INTERVAL:
             return
-        phase._last_shown = now
-        phase._shown = True
+        self._last_line = now
         log.info(
             f"{phase.noun}: {phase.done_text()}",
             extra=fields(
@@ -162,19 +162,9 @@ class Ledger:
             self.bar_stream.flush()
             self._bar_visible = False
 
-    def _end(self, phase: Phase) -> None:
+    def _end(self, _phase: Phase) -> None:
+        # The step's own summary line says how the phase ended; the bar just goes.
         self.clear_bar()
-        if phase._shown and self.bar_stream is None:
-            now = self.clock()
-            log.info(
-                f"{phase.noun}: {phase.done_text()}",
-                extra=fields(
-                    phase=f"{phase.noun} {phase.done_verb}",
-                    done=phase.count,
-                    total=phase.total,
-                    rate=round(phase.rate(now), 1),
-                ),
-            )
 
 
 def bar(phase: Phase, now: float) -> str:

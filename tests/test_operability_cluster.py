@@ -4,6 +4,7 @@ Terminating and forbidden objects, signals, progress."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from common.kube import resource_path
 from tests.support import chain, legacy
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR
 from tests.support.cluster import REPO, Cluster, ToolResult
+from tests.support.faultproxy import FaultProxy, Rule, delay
 
 STATUS_ENTRY = "cleaner.status_cli:main"
 
@@ -331,3 +334,50 @@ def test_a_signal_at_any_point_is_one_line_exit_1_and_a_rerun_completes(
         assert cr is not None and crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
         assert handed_over(cluster) == TOTAL
     print("\n".join(report))
+
+
+# -- progress (item 5) --------------------------------------------------------------------------
+
+
+def progress_lines(output: str) -> list[dict[str, Any]]:
+    found = []
+    for text in output.splitlines():
+        with contextlib.suppress(ValueError):
+            line = json.loads(text)
+            if isinstance(line, dict) and line.get("logger") == "progress":
+                found.append(line)
+    return found
+
+
+def test_a_short_run_prints_no_progress(cluster: Cluster) -> None:
+    chain.fresh_install(cluster)
+    for step in chain.CHAIN:
+        result = chain.run_in_process(step, cluster.kubeconfig, "--log-format", "json")
+        assert result.exit_code == 0, result.output
+        assert progress_lines(result.output) == [], result.output
+        assert "progress" not in result.output
+
+
+def test_a_long_hand_over_logs_progress_at_most_every_2_seconds(
+    cluster: Cluster, fault_proxy: FaultProxy
+) -> None:
+    install_with_mappings(cluster, 200)
+    # Each hand-over patch answered 0.4 s late: 200 / 16 workers * 0.4 s = about 5 s.
+    fault_proxy.add(
+        Rule(delay(0.4), method="PATCH", path="/apis/connectivityproxy.sap.com/v1/.*", times=None)
+    )
+    result = chain.run_in_process(
+        CLEANER, fault_proxy.kubeconfig, "--log-format", "json", env={"CP_REQUEST_TIMEOUT": "10"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = progress_lines(result.output)
+    assert lines, result.output
+    stamps = [
+        datetime.strptime(str(line["ts"]), "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() for line in lines
+    ]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert all(gap >= 1.9 for gap in gaps), gaps
+    handover = [line for line in lines if line["phase"] == "ServiceMappings handed over"]
+    assert handover, lines
+    assert all(line["total"] == 202 and int(line["done"]) <= 202 for line in handover), handover
+    assert all(float(line["rate"]) > 0 for line in handover)

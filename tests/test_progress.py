@@ -46,11 +46,11 @@ def test_json_mode_logs_progress_at_most_every_two_seconds(log_stream: io.String
             clock.now += 0.005  # 200 per second: 10 s in all
             phase.advance()
     lines = [line for line in json_lines(log_stream) if line["logger"] == "progress"]
-    # one every 2 s during the 10 s, and the final count
-    assert 4 <= len(lines) <= 6, lines
-    stamps = [int(str(line["done"])) for line in lines]
-    assert stamps == sorted(stamps)
-    assert lines[-1]["done"] == 2000 and lines[-1]["total"] == 2000
+    # one every 2 s during the 10 s
+    assert 4 <= len(lines) <= 5, lines
+    counts = [int(str(line["done"])) for line in lines]
+    assert counts == sorted(counts)
+    assert all(line["total"] == 2000 for line in lines)
     assert 150 <= float(str(lines[0]["rate"])) <= 250
     assert "phase" in lines[0]
 
