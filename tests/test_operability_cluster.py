@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from common.kube import resource_path
 from tests.support import chain, legacy
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR
 from tests.support.cluster import REPO, Cluster, ToolResult
-from tests.support.faultproxy import FaultProxy, Rule, delay
+from tests.support.faultproxy import FaultProxy, Rule, delay, hook
 
 STATUS_ENTRY = "cleaner.status_cli:main"
 
@@ -381,3 +382,62 @@ def test_a_long_hand_over_logs_progress_at_most_every_2_seconds(
     assert handover, lines
     assert all(line["total"] == 202 and int(line["done"]) <= 202 for line in handover), handover
     assert all(float(line["rate"]) > 0 for line in handover)
+
+
+CR_WRITE = crnames.CR_PATH
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("step", ["migrator", "backup", "cleaner"])
+def test_a_signal_while_the_marking_write_is_in_flight(
+    cluster: Cluster, fault_proxy: FaultProxy, step: str, signum: int
+) -> None:
+    """The signal lands while the step's write of its mark is on the wire (the proxy signals
+    the tool as the request passes, then forwards it): the request is abandoned, the line says
+    so, exit 1; whether or not the write landed, the rerun finishes the step."""
+    chain.fresh_install(cluster)
+    for before in chain.CHAIN[: [s.name for s in chain.CHAIN].index(f"cp-{step}")]:
+        assert chain.run_in_process(before, cluster.kubeconfig).exit_code == 0
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            step,
+            "--kubeconfig",
+            str(fault_proxy.kubeconfig),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    fault_proxy.add(
+        Rule(
+            hook(lambda: process.send_signal(signum)),
+            method="PATCH",
+            path=re.escape(CR_WRITE),
+            dry_run=False,
+        )
+    )
+    out, err = process.communicate(timeout=60)
+    output = out + err
+    name = signal.Signals(signum).name
+    assert "Traceback" not in output, output
+    assert process.returncode == 1, output
+    interrupted = [line for line in output.splitlines() if f"interrupted by {name}" in line]
+    assert len(interrupted) == 1, output
+    assert "Remains: " in interrupted[0]
+    step_of = {s.name: s for s in chain.CHAIN}[f"cp-{step}"]
+    again = chain.run_in_process(step_of, cluster.kubeconfig)
+    assert again.exit_code == 0, again.output
+    cr = cluster.cr()
+    assert cr is not None
+    annotation = {
+        "migrator": crnames.ANNOTATION_MIGRATED,
+        "backup": crnames.ANNOTATION_BACKED_UP,
+        "cleaner": crnames.ANNOTATION_CLEANED,
+    }[step]
+    assert crnames.is_marked(cr, annotation)

@@ -245,6 +245,11 @@ CASES = [
         (*WHERE, "4400 digits", "line 13"),
     ),
     Case(
+        "YAML 1.1 boolean word where the CRD wants a port",
+        config(replaced("externalPort: 443", "externalPort: on")),
+        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort", "YAML 1.1"),
+    ),
+    Case(
         "flow collections nested 5,000 deep",
         config(BASE + "deep: " + "[" * 5000 + "\n"),
         (*WHERE, "deeper"),
