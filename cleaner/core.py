@@ -152,9 +152,8 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
     _check_access(kube, plan, pool)
 
     ledger = progress.ledger()
-    mark = MARK_TODO
     ledger.fulfil(START_TODO)
-    ledger.expect(mark)
+    ledger.expect(MARK_TODO)
     with ledger.phase(
         "legacy object(s)", "deleted", "to delete", total=len(plan.all_deletes)
     ) as deletions:
@@ -163,7 +162,7 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
         deleted += sum(pool.map(lambda delete: _delete(kube, delete, deletions), plan.deletes))
     gone = len(plan.all_deletes) - deleted + len(plan.gone)
     marked = _mark(kube, cr)
-    ledger.fulfil(mark)
+    ledger.fulfil(MARK_TODO)
     ledger.note(f"{CR_NAME} marked cleaned")
     message = (
         f"cp-cleaner removed {deleted} legacy object(s) ({gone} already gone, {len(plan.kept)} "

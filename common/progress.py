@@ -97,7 +97,9 @@ class Ledger:
     ) -> Iterator[Phase]:
         phase = Phase(noun, done_verb, todo_verb, total, started=self.clock(), _ledger=self)
         with self.lock:
-            self.phases.append(phase)
+            # A step that starts over (re-planning) counts again from the start: an item done
+            # in the earlier attempt is counted again (as already done) in this one.
+            self.phases = [p for p in self.phases if p.noun != noun] + [phase]
         try:
             yield phase
             phase.finished = True
