@@ -247,8 +247,11 @@ def _handle_signals() -> Callable[[], None]:
 
 def run(tool: str, options: Options, body: Callable[[], int | None]) -> NoReturn:
     """Run a tool's core and turn its outcome into the exit code, in this one place."""
-    from common import logs, progress
+    from common import logs, progress, redact
 
+    # Each run starts remembering credentials afresh, as a process of its own does (tests run
+    # many tools in one process; one run must not rely on what an earlier one masked).
+    redact.forget_all()
     log_format = logs.setup(options.log_format, options.verbose)
     terminal = log_format == "text" and sys.stderr.isatty()
     ledger = progress.reset(sys.stderr if terminal else None)

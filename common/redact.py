@@ -56,7 +56,7 @@ _KEY_HOLDERS = ("privatekey", "apikey", "accesskey", "secretkey", "servicekey")
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 # Values shorter than this are not remembered: masking every "true" or "1" would hide more
 # than it protects (they are still masked by key).
-MIN_REMEMBERED = 6
+MIN_REMEMBERED = 8
 # Embedded YAML is redacted through its syntax tree only up to this size.
 _MAX_EMBEDDED = 1024 * 1024
 
@@ -69,7 +69,7 @@ def is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
     lowered = key.lower()
-    if lowered.endswith(".key") or lowered in ("key", "tls.key", "ssh-privatekey"):
+    if lowered.endswith(".key") or lowered == "ssh-privatekey":
         return True
     normal = _SEPARATORS.sub("", lowered)
     if not any(word in normal for word in _SECRET_WORDS):

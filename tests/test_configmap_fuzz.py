@@ -18,11 +18,11 @@ from common.configmap import parse_yaml_document
 from common.errors import RefusedError
 from migrator import plan as planning
 from tests.support import legacy
-from tests.support.cluster import FIXTURES, REPO
+from tests.support.cluster import FIXTURES, SHARED_FIXTURES
 
 SEED = 20261129
 WHERE = f"ConfigMap {planning.CONFIG_MAP} key {planning.CONFIG_KEY}"
-FLEET = REPO.parent / "shared" / "fixtures" / "fleet-configmaps.yaml"
+FLEET = SHARED_FIXTURES / "fleet-configmaps.yaml"
 
 # What breaks parsers: YAML syntax, control and C1 characters, surrogates' neighbours, BOMs,
 # line separators, tabs, and numbers YAML 1.1 reads in surprising ways.
