@@ -39,6 +39,14 @@ def backup_main(**params: Any) -> None:
     is_flag=True,
     help="Overwrite ConfigMaps in kyma-system that differ from their backups.",
 )
+@click.option(
+    "--from-preserved",
+    "from_preserved",
+    multiple=True,
+    metavar="NAME",
+    help="Restore from this preserved earlier copy (see cp-status) instead of the backup "
+    "of the same ConfigMap; may be given for each of the two.",
+)
 def restore_main(**params: Any) -> None:
     """Restore the legacy Connectivity Proxy configuration from its backup.
 
@@ -47,6 +55,7 @@ def restore_main(**params: Any) -> None:
     is shown as a diff and left alone, unless --force.
     """
     force = params.pop("force")
+    from_preserved = tuple(params.pop("from_preserved"))
     options = options_from(params)
 
     def body() -> None:
@@ -54,7 +63,8 @@ def restore_main(**params: Any) -> None:
         from common.cli import connect
 
         outcome = restore(
-            connect(options, "restore"), Settings(dry_run=options.dry_run, force=force)
+            connect(options, "restore"),
+            Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)

@@ -63,27 +63,58 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         return Outcome(summary=f"nothing to do: {skip}")
 
     namespace = kube.get(NAMESPACE_PATH)
-    if namespace is not None and namespace["metadata"].get("deletionTimestamp"):
+    sources = {
+        name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
+    }
+    if (
+        namespace is not None
+        and namespace["metadata"].get("deletionTimestamp")
+        and any(sources.values())
+    ):
+        finalizers = ", ".join((namespace.get("spec") or {}).get("finalizers") or []) or "none"
         raise RetryableError(
-            f"namespace {names.NAMESPACE} is being deleted (Terminating), so no backup can be "
-            "written into it; once it is gone, a later run creates it again"
+            f"namespace {names.NAMESPACE} is being deleted (Terminating; finalizers: "
+            f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
+            "creates it again"
         )
+    # One LIST of the (small) backup namespace: the backups, and the copies kept of backups
+    # another tool made (their names derive from their content, so they are not read by name).
+    present = (
+        {item["metadata"]["name"]: item for item in kube.list(configmap_path(names.NAMESPACE))}
+        if namespace
+        else {}
+    )
+    found = {name: present.get(name) for name in names.SOURCES}
+    preserved = {
+        name: present.get(names.preserved_name(name, backup))
+        for name, backup in found.items()
+        if backup is not None and sources.get(name) and planning.foreign_problem(backup)
+    }
     inputs = planning.BackupInputs(
-        sources={
-            name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
-        },
-        backups={
-            name: kube.get(configmap_path(names.NAMESPACE, name)) if namespace else None
-            for name in names.SOURCES
-        },
+        sources=sources,
+        backups=found,
         namespace_exists=namespace is not None,
         now=now(),
+        cr=cr,
+        preserved=preserved,
     )
     plan = planning.plan_backup(inputs)
+    if not plan.writes and not plan.create_namespace and not plan.needs_mark(cr):
+        log.info("already backed up and verified; nothing to do", extra=fields(object=CR_NAME))
+        return Outcome(summary=f"nothing to do: {CR_NAME} is already backed up")
+    if crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP):
+        log.info(
+            "marked backed up, but the backups are not all verified copies of ours; backing up",
+            extra=fields(object=CR_NAME),
+        )
     if plan.create_namespace:
         log.info("namespace is absent; creating it", extra=fields(object=names.NAMESPACE))
     for action in plan.actions:
-        level = logging.WARNING if action.verb == planning.MISSING else logging.INFO
+        level = (
+            logging.WARNING
+            if action.verb in (planning.MISSING, planning.PRESERVE)
+            else logging.INFO
+        )
         log.log(level, f"{action.verb}: {action.reason}", extra=fields(object=action.object))
 
     rendered = planning.render(plan.actions)
@@ -114,12 +145,14 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     for action in plan.writes:
         assert action.after is not None
         name = action.after["metadata"]["name"]
-        if action.verb == planning.CREATE:
+        if action.verb in (planning.CREATE, planning.PRESERVE):
+            # A 409 (another run made it first) re-observes: the copy is then found.
             kube.create(configmap_path(names.NAMESPACE), action.after)
         else:
             # PUT carries the resourceVersion we read: a concurrent change is a 409, not lost.
             kube.replace(configmap_path(names.NAMESPACE, name), action.after)
-        log.info(f"{action.verb}d the backup", extra=fields(object=action.object))
+        done = "preserved the earlier copy" if action.verb == planning.PRESERVE else "the backup"
+        log.info(f"{action.verb}d {done}", extra=fields(object=action.object))
 
     _verify(kube, plan)
     # Marked last, and only under the CR's resourceVersion we started from.

@@ -18,6 +18,7 @@ CREATE = "create"
 UPDATE = "update"
 KEEP = "keep"
 MISSING = "missing"
+PRESERVE = "preserve"  # create a copy of a backup cp-backup did not make, under another name
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Action:
 
     @property
     def writes(self) -> bool:
-        return self.verb in (CREATE, UPDATE)
+        return self.verb in (CREATE, UPDATE, PRESERVE)
 
 
 def _ref(namespace: str, name: str) -> str:
@@ -105,8 +106,6 @@ def skip_reason(crd_exists: bool, cr: dict[str, Any] | None) -> str | None:
         return f"the CRD {crnames.CRD_NAME} is not installed; nothing to back up"
     if cr is None:
         return f"ConnectivityProxy {cr_name} does not exist; nothing to back up"
-    if crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP):
-        return f"{cr_name} is already backed up ({crnames.ANNOTATION_BACKED_UP})"
     if not crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
         return (
             f"{cr_name} is not migrated yet (no {crnames.ANNOTATION_MIGRATED}); "
@@ -123,6 +122,10 @@ class BackupInputs:
     backups: dict[str, dict[str, Any] | None]
     namespace_exists: bool
     now: str  # RFC 3339, the time recorded on new or updated backups
+    # The CR (its marks, and the digests of what was migrated).
+    cr: dict[str, Any] = field(default_factory=dict)
+    # Source name -> the copy already kept under preserved_name() (None: none yet).
+    preserved: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,17 @@ class BackupPlan:
     def writes(self) -> list[Action]:
         return [action for action in self.actions if action.writes]
 
-    def mark_annotations(self) -> dict[str, str]:
-        values = {crnames.ANNOTATION_BACKED_UP: "true"}
-        if self.missing:
-            values[names.MISSING_SOURCES_ANNOTATION] = names.format_missing(self.missing)
-        return values
+    def needs_mark(self, cr: dict[str, Any]) -> bool:
+        """Whether the CR must be marked: it is not yet, or this plan writes backups. A done
+        backup is not marked twice, also after the cleaner removed its sources."""
+        return bool(self.writes) or not crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP)
+
+    def mark_annotations(self) -> dict[str, str | None]:
+        """The CR's marks; None removes a stale list of missing sources (merge patch)."""
+        return {
+            crnames.ANNOTATION_BACKED_UP: "true",
+            names.MISSING_SOURCES_ANNOTATION: names.format_missing(self.missing) or None,
+        }
 
 
 def backup_content(source: dict[str, Any], now: str) -> dict[str, Any]:
@@ -163,31 +172,57 @@ def backup_content(source: dict[str, Any], now: str) -> dict[str, Any]:
     return content
 
 
-def is_ours(obj: dict[str, Any]) -> bool:
-    return _metadata(obj, "labels").get(names.LABEL) == names.LABEL_VALUE
+is_ours = names.is_ours
+
+
+def foreign_problem(backup: dict[str, Any]) -> str | None:
+    """Why a copy in the backup namespace must be preserved before cp-backup writes its own,
+    or None when it is a sound copy of ours."""
+    if not is_ours(backup):
+        return "cp-backup did not make it (the original backup.sh, or a person)"
+    problem = names.digest_problem(backup)
+    return f"it was changed after cp-backup made it ({problem})" if problem else None
+
+
+def preserved_copy(foreign: dict[str, Any], name: str, reason: str, now: str) -> dict[str, Any]:
+    """The copy a foreign backup is kept as: its content, labels and annotations, plus where it
+    was found and why it was kept."""
+    meta = foreign.get("metadata") or {}
+    content = content_of(foreign)
+    content["metadata"]["labels"].pop(names.LABEL, None)
+    content["metadata"]["labels"][names.PRESERVED_LABEL] = name
+    content["metadata"]["annotations"].update(
+        {
+            names.PRESERVED_FROM_ANNOTATION: _ref(names.NAMESPACE, name),
+            names.PRESERVED_UID_ANNOTATION: str(meta.get("uid", "")),
+            names.PRESERVED_TIME_ANNOTATION: now,
+            names.PRESERVED_REASON_ANNOTATION: reason,
+            names.DIGEST_ANNOTATION: content_digest(foreign),
+        }
+    )
+    return _with_content(_skeleton(names.NAMESPACE, names.preserved_name(name, foreign)), content)
 
 
 def plan_backup(inputs: BackupInputs) -> BackupPlan:
     actions: list[Action] = []
     expected: dict[str, str] = {}
     missing: list[str] = []
+    drifted: list[str] = []
     for name in names.SOURCES:
         source = inputs.sources.get(name)
         existing = inputs.backups.get(name)
         target = _ref(names.NAMESPACE, name)
         source_ref = _ref(names.SOURCE_NAMESPACE, name)
-        if existing is not None and not is_ours(existing):
-            raise RefusedError(
-                f"ConfigMap {target} exists but was not made by cp-backup (it lacks the label "
-                f"{names.LABEL}={names.LABEL_VALUE}); refusing to overwrite it. Move it out of "
-                f"the way, then run cp-backup again"
-            )
         if source is None:
             missing.append(name)
-            kept = " (an earlier backup of it is kept)" if existing is not None else ""
+            kept = " (the copy in the backup namespace is kept as it is)" if existing else ""
             actions.append(
                 Action(MISSING, target, f"the source {source_ref} does not exist{kept}", existing)
             )
+            continue
+        drift = names.drift_problem(inputs.cr, name, source)
+        if drift:
+            drifted.append(f"ConfigMap {source_ref}: {drift}")
             continue
         expected[name] = content_digest(source)
         if existing is None:
@@ -195,6 +230,33 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 _skeleton(names.NAMESPACE, name), backup_content(source, inputs.now)
             )
             actions.append(Action(CREATE, target, f"copy of {source_ref}", None, after))
+            continue
+        foreign = foreign_problem(existing)
+        if foreign:
+            kept_as = _ref(names.NAMESPACE, names.preserved_name(name, existing))
+            if inputs.preserved.get(name) is None:
+                actions.append(
+                    Action(
+                        PRESERVE,
+                        kept_as,
+                        f"{target}: {foreign}; kept under this name",
+                        None,
+                        preserved_copy(existing, name, foreign, inputs.now),
+                    )
+                )
+            else:
+                actions.append(Action(KEEP, kept_as, f"already keeps the earlier {target}"))
+            after = _with_content(existing, backup_content(source, inputs.now))
+            actions.append(
+                Action(
+                    UPDATE,
+                    target,
+                    f"becomes cp-backup's verified copy of {source_ref} (the earlier one is "
+                    f"kept as {kept_as})",
+                    existing,
+                    after,
+                )
+            )
             continue
         # The time of an earlier backup is kept when nothing else differs: same source object
         # (uid, resourceVersion), same digest, same content.
@@ -204,15 +266,25 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 Action(KEEP, target, f"already a verified copy of {source_ref}", existing)
             )
             continue
+        if content_digest(existing) == content_digest(source):
+            # Only the source's labels, annotations or resourceVersion moved (a controller may
+            # touch them at any time): the copy still holds its configuration.
+            if crnames.is_marked(inputs.cr, crnames.ANNOTATION_BACKED_UP):
+                actions.append(
+                    Action(KEEP, target, f"holds the data of {source_ref} (verified)", existing)
+                )
+                continue
+            reason = f"refreshed: {source_ref} changed its metadata, not its data"
+        else:
+            reason = f"an earlier backup that differs from {source_ref} (updated in place)"
         after = _with_content(existing, backup_content(source, inputs.now))
-        actions.append(
-            Action(
-                UPDATE,
-                target,
-                f"an earlier backup that differs from {source_ref} (updated in place)",
-                existing,
-                after,
-            )
+        actions.append(Action(UPDATE, target, reason, existing, after))
+    if drifted:
+        raise RefusedError(
+            "refusing to back up: the legacy configuration changed after it was migrated into "
+            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}, so the CR does not hold it; "
+            "nothing was changed. " + names.REMIGRATE_REMEDY,
+            details=drifted,
         )
     return BackupPlan(
         create_namespace=not inputs.namespace_exists,
@@ -247,38 +319,50 @@ class RestoreInputs:
     force: bool = False
 
 
-def backup_problem(backup: dict[str, Any], name: str) -> str | None:
-    """Why a backup must not be restored, or None when it is intact."""
-    if not is_ours(backup):
-        return f"it was not made by cp-backup (no label {names.LABEL}={names.LABEL_VALUE})"
-    problem = names.digest_problem(backup)
-    if problem:
-        return problem
-    annotations = _metadata(backup, "annotations")
-    recorded = (
-        annotations.get(names.SOURCE_NAMESPACE_ANNOTATION),
-        annotations.get(names.SOURCE_NAME_ANNOTATION),
-    )
-    if recorded != (names.SOURCE_NAMESPACE, name):
-        source = f"{recorded[0]}/{recorded[1]}"
-        return f"it records its source as {source}, not {names.SOURCE_NAMESPACE}/{name}"
-    return None
+backup_problem = names.backup_problem
+
+
+PRESERVED_ANNOTATIONS = (
+    names.PRESERVED_FROM_ANNOTATION,
+    names.PRESERVED_UID_ANNOTATION,
+    names.PRESERVED_TIME_ANNOTATION,
+    names.PRESERVED_REASON_ANNOTATION,
+)
 
 
 def restored_content(backup: dict[str, Any]) -> dict[str, Any]:
-    """The original object's content: the backup without its own label and annotations."""
-    content = content_of(backup, ignore=names.OWN_ANNOTATIONS)
+    """The original object's content: the backup without its own label and annotations (and,
+    for a preserved copy, without what marks it as one)."""
+    content = content_of(
+        backup, ignore=(*names.OWN_ANNOTATIONS, *PRESERVED_ANNOTATIONS, LAST_APPLIED)
+    )
     content["metadata"]["labels"].pop(names.LABEL, None)
+    content["metadata"]["labels"].pop(names.PRESERVED_LABEL, None)
     return content
+
+
+def restore_problem(backup: dict[str, Any], name: str) -> str | None:
+    """Why a backup (or a preserved copy asked for by name) must not be restored, or None."""
+    if names.is_preserved(backup):
+        copy_of = _metadata(backup, "labels").get(names.PRESERVED_LABEL)
+        if copy_of != name:
+            return f"it is a preserved copy of {copy_of}, not of {name}"
+        return names.digest_problem(backup)
+    return backup_problem(backup, name)
+
+
+def _backup_ref(backup: dict[str, Any] | None, name: str) -> str:
+    """namespace/name of the backup restored for source `name` (a preserved copy's own name)."""
+    return _ref(names.NAMESPACE, str(((backup or {}).get("metadata") or {}).get("name") or name))
 
 
 def plan_restore(inputs: RestoreInputs) -> list[Action]:
     """Every backup is verified before anything is planned; a refusal changes nothing."""
     corrupt = [
-        f"ConfigMap {_ref(names.NAMESPACE, name)}: {problem}"
+        f"ConfigMap {_backup_ref(backup, name)}: {problem}"
         for name in names.SOURCES
         if (backup := inputs.backups.get(name)) is not None
-        and (problem := backup_problem(backup, name))
+        and (problem := restore_problem(backup, name))
     ]
     if corrupt:
         raise RefusedError("refusing to restore: a backup cannot be trusted", details=corrupt)
@@ -293,7 +377,7 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         backup = inputs.backups.get(name)
         current = inputs.targets.get(name)
         target = _ref(names.SOURCE_NAMESPACE, name)
-        backup_ref = _ref(names.NAMESPACE, name)
+        backup_ref = _backup_ref(backup, name)
         if backup is None:
             actions.append(Action(MISSING, target, f"there is no backup {backup_ref}", current))
             continue

@@ -9,7 +9,7 @@ from backup import plan as planning
 from backup.core import Outcome, configmap_path
 from common import backups as names
 from common.configmap import content_digest
-from common.errors import RetryableError
+from common.errors import RefusedError, RetryableError
 from common.kube import Kube
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -21,6 +21,8 @@ log = logging.getLogger("restore")
 class Settings:
     dry_run: bool = False
     force: bool = False
+    # Preserved copies (names in the backup namespace) to restore instead of the backups.
+    from_preserved: tuple[str, ...] = ()
 
 
 def restore(kube: Kube, settings: Settings) -> Outcome:
@@ -32,8 +34,23 @@ def restore(kube: Kube, settings: Settings) -> Outcome:
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
+    found = {name: kube.get(configmap_path(names.NAMESPACE, name)) for name in names.SOURCES}
+    for copy_name in settings.from_preserved:
+        copy = kube.get(configmap_path(names.NAMESPACE, copy_name))
+        copy_of = ((copy or {}).get("metadata") or {}).get("labels", {}).get(names.PRESERVED_LABEL)
+        if copy is None or copy_of not in names.SOURCES:
+            raise RefusedError(
+                f"ConfigMap {names.NAMESPACE}/{copy_name} is not a preserved copy (no label "
+                f"{names.PRESERVED_LABEL} naming {' or '.join(names.SOURCES)}); cp-status "
+                "lists the preserved copies"
+            )
+        log.info(
+            f"restoring {copy_of} from the preserved copy, as asked",
+            extra=fields(object=f"{names.NAMESPACE}/{copy_name}"),
+        )
+        found[copy_of] = copy
     inputs = planning.RestoreInputs(
-        backups={name: kube.get(configmap_path(names.NAMESPACE, name)) for name in names.SOURCES},
+        backups=found,
         targets={
             name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
         },

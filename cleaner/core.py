@@ -23,7 +23,7 @@ from cleaner import access, observe
 from cleaner import plan as planning
 from common import cr as crnames
 from common import progress
-from common.errors import ApiError, RefusedError, RetryableError
+from common.errors import ApiError, CpError, RefusedError, RetryableError
 from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
@@ -54,7 +54,7 @@ class Outcome:
     report: str = ""  # the dry run's three lists
     changed: bool = False
     # A dry run still shows its lists when the real run would be refused; the CLI raises this.
-    refusal: RefusedError | None = None
+    refusal: CpError | None = None
 
 
 @dataclass
@@ -77,6 +77,11 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
     # A CR that exists proves its CRD does; the CRD is looked up only to say why there is none.
     skip = planning.skip_reason(cr is not None or crnames.crd_exists(kube), cr)
     if skip is not None or cr is None:
+        log.info(skip, extra=fields(object=CR_NAME))
+        return Outcome(summary=f"nothing to do: {skip}")
+    if not crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
+        statefulset = kube.get(observe.LEGACY_STATEFULSET_PATH, accept=METADATA_ONLY)
+        skip = planning.not_migrated(cr, statefulset)  # raises while a legacy installation runs
         log.info(skip, extra=fields(object=CR_NAME))
         return Outcome(summary=f"nothing to do: {skip}")
     refusal = planning.refusal_before_backup(cr)
@@ -110,18 +115,22 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
 
 
 def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
-    backups_read = pool.submit(observe.read_backups, kube)
+    backups_read = pool.submit(observe.read_backup_namespace, kube)
     crd_read = pool.submit(observe.read_mapping_crd, kube)
     reads, skipped = planning.reads(observe.discover(kube))
     for kind in skipped:
         log.info("kind not served by this cluster; skipped", extra=fields(kind=kind.name))
+    found = observe.read_legacy(kube, reads, pool)
+    backup_namespace = backups_read.result()
     return planning.Inputs(
         cr=cr,
-        found=observe.read_legacy(kube, reads, pool),
+        found=found.found,
         versions={read.kind: read.version for read in reads},
         skipped_kinds=tuple(skipped),
-        backups=backups_read.result(),
+        backups=backup_namespace.backups,
         mapping_crd=crd_read.result(),
+        backup_namespace=backup_namespace.namespace,
+        live_digests=found.digests,
     )
 
 
@@ -131,11 +140,15 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
         log.debug("already gone", extra=fields(object=obj.ref, kind=obj.kind.name))
     for kept in plan.kept:
         log.info(f"kept: {kept.reason}", extra=fields(object=kept.what))
-    refusal = (
-        RefusedError(f"refusing to clean {CR_NAME}: nothing was deleted", details=plan.refusals)
-        if plan.refusals
-        else None
-    )
+    refusal: CpError | None = None
+    if plan.waits:
+        refusal = RetryableError(
+            f"not cleaning {CR_NAME} yet: nothing was deleted", details=plan.waits + plan.refusals
+        )
+    elif plan.refusals:
+        refusal = RefusedError(
+            f"refusing to clean {CR_NAME}: nothing was deleted", details=plan.refusals
+        )
 
     if settings.dry_run:
         # The report (stdout) lists each decision; the log only says what was read.
@@ -218,13 +231,8 @@ def _delete(
     except ApiError as err:
         if err.status != 409:
             raise
-        if target in planning.USER_CONFIG_MAPS:
-            raise RefusedError(
-                f"ConfigMap {target.ref} changed after its backup was taken (its uid or "
-                f"resourceVersion no longer matches); it was not deleted and {CR_NAME} is not "
-                "marked. Check that the CR holds the intended configuration, then take a new "
-                "backup"
-            ) from err
+        # Replaced or changed since it was read (for the user configuration: since its data
+        # was compared with its backup): read everything again and decide anew.
         raise _Moved(target.ref) from err
     log.info(
         f"deleted: {delete.reason}" if existed else "already gone",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from cleaner import access
 from cleaner import plan as planning
-from common import backups
+from common import backups, legacy
+from common.configmap import content_digest
 from common.errors import ApiError
 from common.kube import METADATA_LIST, METADATA_ONLY, Kube, resource_path
 
@@ -26,7 +28,11 @@ CRD_GROUP = "apiextensions.k8s.io"
 MAPPING_CRD_PATH = resource_path(
     CRD_GROUP, "v1", "customresourcedefinitions", name=planning.MAPPING_CRD
 )
+LEGACY_STATEFULSET_PATH = resource_path(
+    "apps", "v1", "statefulsets", legacy.STATEFULSET_NAMESPACE, legacy.STATEFULSET_NAME
+)
 BACKUPS_PATH = resource_path("", "v1", "configmaps", backups.NAMESPACE)
+BACKUP_NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=backups.NAMESPACE)
 RULES_REVIEW_PATH = resource_path("authorization.k8s.io", "v1", "selfsubjectrulesreviews")
 PAGE_SIZE = 500
 
@@ -63,18 +69,32 @@ def served_from_aggregated(answer: dict[str, Any]) -> dict[tuple[str, str], tupl
     return {key: tuple(value) for key, value in served.items()}
 
 
-def read_legacy(
-    kube: Kube, reads: list[planning.Read], pool: Executor
-) -> dict[planning.LegacyObject, dict[str, Any] | None]:
-    """Metadata of every legacy object the reads cover (None: absent), read concurrently."""
+@dataclass(frozen=True)
+class Legacy:
+    """Metadata of every legacy object the reads cover (None: absent), and the content digest
+    of the user configuration's ConfigMaps that exist (compared with their backups)."""
+
+    found: dict[planning.LegacyObject, dict[str, Any] | None]
+    digests: dict[str, str]
+
+
+def read_legacy(kube: Kube, reads: list[planning.Read], pool: Executor) -> Legacy:
+    """Every legacy object the reads cover, read concurrently."""
     found: dict[planning.LegacyObject, dict[str, Any] | None] = {}
+    digests: dict[str, str] = {}
     for read, items in zip(reads, pool.map(lambda r: _read(kube, r), reads), strict=True):
         for name in read.names:
-            found[planning.LegacyObject(read.kind, read.namespace, name)] = items.get(name)
-    return found
+            obj = planning.LegacyObject(read.kind, read.namespace, name)
+            item = items.get(name)
+            if item is not None and obj in planning.USER_CONFIG_MAPS:
+                digests[name] = content_digest(item)
+                item = item["metadata"]
+            found[obj] = item
+    return Legacy(found, digests)
 
 
 def _read(kube: Kube, read: planning.Read) -> dict[str, dict[str, Any]]:
+    """Name -> metadata (the whole object for the user configuration, whose data counts)."""
     kind = read.kind
     try:
         if read.by_list:
@@ -87,6 +107,9 @@ def _read(kube: Kube, read: planning.Read) -> dict[str, dict[str, Any]]:
             }
         name = read.names[0]
         path = resource_path(kind.group, read.version, kind.resource, read.namespace, name)
+        if planning.LegacyObject(kind, read.namespace, name) in planning.USER_CONFIG_MAPS:
+            whole = kube.get(path)
+            return {name: whole} if whole else {}
         obj = kube.get(path, accept=METADATA_ONLY)
         return {name: obj["metadata"]} if obj else {}
     except ApiError as err:
@@ -98,14 +121,31 @@ def _read(kube: Kube, read: planning.Read) -> dict[str, dict[str, Any]]:
 
 def read_backups(kube: Kube) -> dict[str, dict[str, Any] | None]:
     """The backups of the user configuration (full: their digests are checked), by name."""
-    wanted = set(backups.SOURCES)
+    return read_backup_namespace(kube).backups
+
+
+@dataclass(frozen=True)
+class BackupNamespace:
+    namespace: dict[str, Any] | None  # metadata only; None: it does not exist
+    backups: dict[str, dict[str, Any] | None]  # by source name
+    preserved: list[dict[str, Any]]  # copies kept that cp-backup did not make
+
+
+def read_backup_namespace(kube: Kube) -> BackupNamespace:
+    """The backup namespace (is it Terminating?) and what it holds: one GET and one LIST of
+    the (small) namespace instead of a GET per backup."""
+    namespace = kube.get(BACKUP_NAMESPACE_PATH, accept=METADATA_ONLY)
     found: dict[str, dict[str, Any] | None] = dict.fromkeys(backups.SOURCES)
-    # One LIST of the (small) backup namespace instead of a GET per backup.
+    preserved: list[dict[str, Any]] = []
+    if namespace is None:
+        return BackupNamespace(None, found, preserved)
     for item in kube.list(BACKUPS_PATH, page_size=PAGE_SIZE):
         name = item["metadata"]["name"]
-        if name in wanted:
+        if name in found:
             found[name] = item
-    return found
+        elif backups.is_preserved(item):
+            preserved.append(item)
+    return BackupNamespace(namespace, found, preserved)
 
 
 def review_rules(kube: Kube, namespace: str) -> access.Review:

@@ -10,14 +10,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups
+from common import backups, legacy
 from common import cr as crnames
+from common.errors import RefusedError
 
 KYMA = "kyma-system"
 ISTIO = "istio-system"
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MODULE_OPERATOR = "sap.connectivity.proxy.operator"
+MANAGED_BY = legacy.MANAGED_BY
+MODULE_OPERATOR = legacy.MODULE_OPERATOR
+owned_by_module = legacy.owned_by_module
 PRIMARY_NAME = "io.javaoperatorsdk/primary-name"
 PRIMARY_NAMESPACE = "io.javaoperatorsdk/primary-namespace"
 HANDOVER_LABELS = {MANAGED_BY: MODULE_OPERATOR}
@@ -26,8 +28,6 @@ HANDOVER_ANNOTATIONS = {PRIMARY_NAME: crnames.NAME, PRIMARY_NAMESPACE: crnames.N
 MAPPING_GROUP = "connectivityproxy.sap.com"
 MAPPING_PLURAL = "servicemappings"
 MAPPING_CRD = f"{MAPPING_PLURAL}.{MAPPING_GROUP}"
-
-LEGACY_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-disclaimer"
 
 # (group, resource) -> the versions the cluster serves, preferred first.
 Served = Mapping[tuple[str, str], tuple[str, ...]]
@@ -204,17 +204,6 @@ def reads(served: Served) -> tuple[list[Read], list[Kind]]:
 # -- ownership and hand-over -------------------------------------------------------------------
 
 
-def owned_by_module(meta: Mapping[str, Any]) -> str | None:
-    """Why the new module owns an object (so it is never deleted), or None."""
-    if (meta.get("labels") or {}).get(MANAGED_BY) == MODULE_OPERATOR:
-        return f"owned by the module (label {MANAGED_BY}={MODULE_OPERATOR})"
-    for owner in meta.get("ownerReferences") or []:
-        group = str(owner.get("apiVersion", "")).partition("/")[0]
-        if owner.get("kind") == "ConnectivityProxy" and group == crnames.GROUP:
-            return f"owned by the module (ownerReference to ConnectivityProxy {owner.get('name')})"
-    return None
-
-
 def handover_patch(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch that hands an object to the new operator, or None when it already is."""
     labels = meta.get("labels") or {}
@@ -244,6 +233,21 @@ def skip_reason(crd_exists: bool, cr: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def not_migrated(cr: Mapping[str, Any], statefulset: Mapping[str, Any] | None) -> str | None:
+    """Why a CR that is not migrated is not cleaned: nothing to do (no legacy installation; the
+    CR is never marked cleaned then), or a refusal (RefusedError) while one runs."""
+    if crnames.is_marked(dict(cr), crnames.ANNOTATION_MIGRATED):
+        return None
+    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    if legacy.installation_present(statefulset):
+        raise RefusedError(
+            f"{legacy.describe(statefulset)}, but ConnectivityProxy {cr_name} is not migrated "
+            f"(no {crnames.ANNOTATION_MIGRATED}); nothing was deleted. Run cp-migrator and "
+            f"cp-backup first: {backups.RESTART_CHAIN}"
+        )
+    return f"{cr_name} is not migrated and no legacy installation runs; nothing to clean"
+
+
 def refusal_before_backup(cr: Mapping[str, Any]) -> str | None:
     """A cleaner run before the backup is refused: the backup is what makes deleting safe."""
     if crnames.is_marked(dict(cr), crnames.ANNOTATION_MIGRATED) and not crnames.is_marked(
@@ -251,8 +255,8 @@ def refusal_before_backup(cr: Mapping[str, Any]) -> str | None:
     ):
         return (
             f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is migrated but not backed up "
-            f'({crnames.ANNOTATION_BACKED_UP} is not "true"); run cp-backup first. '
-            "Nothing was deleted"
+            f'({crnames.ANNOTATION_BACKED_UP} is not "true"); nothing was deleted. Run cp-backup '
+            f"first: {backups.RESTART_CHAIN}"
         )
     return None
 
@@ -273,6 +277,10 @@ class Inputs:
     backups: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     # The ServiceMapping CRD, or None when it is not installed.
     mapping_crd: Mapping[str, Any] | None = None
+    # The backup namespace's metadata (None: absent), and the content digest of each user
+    # configuration ConfigMap that exists.
+    backup_namespace: Mapping[str, Any] | None = None
+    live_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -309,7 +317,8 @@ class Plan:
     kept: list[Kept] = field(default_factory=list)
     skipped_kinds: list[Kind] = field(default_factory=list)
     gone: list[LegacyObject] = field(default_factory=list)
-    refusals: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # a person must act (exit 3)
+    waits: list[str] = field(default_factory=list)  # a later run may get past them (exit 1)
 
     @property
     def all_deletes(self) -> list[Delete]:
@@ -318,7 +327,6 @@ class Plan:
 
 def plan(inputs: Inputs) -> Plan:
     result = Plan(skipped_kinds=list(inputs.skipped_kinds))
-    migrated = crnames.is_marked(dict(inputs.cr), crnames.ANNOTATION_MIGRATED)
     for obj in LEGACY_OBJECTS:
         if obj not in inputs.found:
             continue  # a kind the cluster does not serve
@@ -333,24 +341,23 @@ def plan(inputs: Inputs) -> Plan:
         if meta.get("deletionTimestamp"):
             result.gone.append(obj)  # already being deleted; nothing for us to do
             continue
-        if (
-            obj == LEGACY_STATEFULSET
-            and not migrated
-            and LEGACY_ANNOTATION in (meta.get("annotations") or {})
-        ):
-            result.refusals.append(
-                f"{obj} is a legacy installation whose configuration is not migrated yet (no "
-                f"{crnames.ANNOTATION_MIGRATED} on the CR); run cp-migrator and cp-backup first"
-            )
         resource_version = None
         if obj in USER_CONFIG_MAPS:
-            problem = user_config_problem(obj.name, meta, inputs.backups.get(obj.name))
+            problem = user_config_problem(
+                obj.name,
+                inputs.backups.get(obj.name),
+                live_digest=inputs.live_digests.get(obj.name),
+                namespace=inputs.backup_namespace,
+                cr=inputs.cr,
+            )
             if problem:
-                result.kept.append(Kept(str(obj), problem))
-                result.refusals.append(f"ConfigMap {obj.ref}: {problem}")
+                result.kept.append(Kept(str(obj), problem.message))
+                found = result.waits if problem.retry else result.refusals
+                found.append(f"ConfigMap {obj.ref}: {problem.message}")
                 continue
+            # The resourceVersion read: a change between this look and the DELETE is a 409.
             resource_version = str(meta["resourceVersion"])
-            reason = "legacy user configuration, unchanged since its backup"
+            reason = "legacy user configuration; its verified backup holds the same data"
         else:
             reason = "legacy installation"
         delete = Delete(
@@ -386,26 +393,59 @@ def mapping_version(crd: Mapping[str, Any]) -> str | None:
     return str(versions[0]["name"]) if versions else None
 
 
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    retry: bool = False  # True: a later run may get past it (exit 1), else a person acts
+
+
 def user_config_problem(
-    name: str, meta: Mapping[str, Any], backup: Mapping[str, Any] | None
-) -> str | None:
-    """Why the live user-configuration ConfigMap `name` must not be deleted, or None when it
-    is exactly what its backup recorded (same uid and resourceVersion, a sound backup)."""
+    name: str,
+    backup: Mapping[str, Any] | None,
+    *,
+    live_digest: str | None,
+    namespace: Mapping[str, Any] | None,
+    cr: Mapping[str, Any],
+) -> Problem | None:
+    """Why the live user-configuration ConfigMap `name` must not be deleted, or None when its
+    backup will outlive it: a verified copy of ours, with the same data, in a namespace that
+    exists and is not being deleted, and its data is what was migrated into the CR."""
     where = f"{backups.NAMESPACE}/{name}"
+    run_backup = f"run cp-backup: {backups.RESTART_CHAIN}"
+    if namespace is None:
+        return Problem(
+            f"namespace {backups.NAMESPACE} does not exist, so it has no backup; {run_backup}"
+        )
+    if (namespace.get("metadata") or namespace).get("deletionTimestamp"):
+        return Problem(
+            f"namespace {backups.NAMESPACE}, which holds its backup, is being deleted "
+            "(Terminating); it is kept until a backup can outlive it, and a later run goes on",
+            retry=True,
+        )
     if backup is None:
-        return f"it has no backup {where}; run cp-backup first (refusing to delete it)"
-    problem = backups.digest_problem(dict(backup))
+        return Problem(f"it has no backup {where}; {run_backup}")
+    problem = backups.backup_problem(dict(backup), name)
     if problem:
-        return f"its backup {where} cannot be trusted: {problem} (refusing to delete it)"
-    recorded = (backup.get("metadata") or {}).get("annotations") or {}
-    uid = recorded.get(backups.SOURCE_UID_ANNOTATION)
-    version = recorded.get(backups.SOURCE_RESOURCE_VERSION_ANNOTATION)
-    if meta.get("uid") != uid or meta.get("resourceVersion") != version:
-        return (
-            f"changed after its backup {where} was taken (now uid {meta.get('uid')} "
-            f"resourceVersion {meta.get('resourceVersion')}, backed up uid {uid} resourceVersion "
-            f"{version}); refusing to delete it. Check that the CR holds the intended "
-            "configuration, then take a new backup"
+        return Problem(
+            f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
+            "that copy under another name and makes its own)"
+        )
+    recorded = crnames.annotations_of(dict(cr)).get(backups.MIGRATED_DIGESTS_ANNOTATION)
+    migrated = backups.parse_digests(recorded).get(name)
+    backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
+        backups.DIGEST_ANNOTATION
+    )
+    if migrated is not None and live_digest != migrated:
+        return Problem(
+            f"its data changed after it was migrated into the CR (migrated {migrated}, now "
+            f"{live_digest}). {backups.REMIGRATE_REMEDY}"
+        )
+    if backed_up != live_digest:
+        if migrated is not None:  # the CR holds this data; only the backup is behind
+            return Problem(f"its data differs from its backup {where}; {run_backup}")
+        return Problem(
+            f"its data differs from its backup {where} and the CR does not record what was "
+            f"migrated. {backups.REMIGRATE_REMEDY}"
         )
     return None
 

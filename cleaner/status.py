@@ -23,7 +23,6 @@ OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, O
 WORKERS = 8
 
 
-NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=backups.NAMESPACE)
 PARTS = ("legacy", "crd", "cr", "backup", "serviceMappings", "operator")
 
 
@@ -55,44 +54,29 @@ def gather(kube: Kube) -> dict[str, Any]:
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-status") as pool:
         cr = pool.submit(_part, lambda: _cr(kube))
         crd = pool.submit(_part, lambda: {"exists": crnames.crd_exists(kube)})
-        found_backups = pool.submit(_part, lambda: dict(observe.read_backups(kube)))
-        namespace = pool.submit(_part, lambda: _namespace(kube))
+        found_backups = pool.submit(_part, lambda: _backup_namespace(kube))
         mappings = pool.submit(_part, lambda: _mappings(kube))
         operator = pool.submit(_part, lambda: _operator(kube))
         legacy = _part(lambda: _legacy(kube, pool))
         backup_part = found_backups.result()
         cr_part = cr.result()
     live = legacy.pop("_live", {})
-    missing = backups.parse_missing(
-        cr_part.get("annotations", {}).get(backups.MISSING_SOURCES_ANNOTATION)
-    )
-    cr_part.pop("annotations", None)
+    annotations = cr_part.pop("annotations", {})
+    missing = backups.parse_missing(annotations.get(backups.MISSING_SOURCES_ANNOTATION))
+    orphaned = annotations.get(crnames.ANNOTATION_ORPHANED)
+    if orphaned:
+        cr_part["orphanedLegacyConfig"] = orphaned
     return {
         "legacy": legacy,
         "crd": {"name": crnames.CRD_NAME, **crd.result()},
         "cr": {"name": f"{crnames.NAMESPACE}/{crnames.NAME}", **cr_part},
         "backup": {
             "namespace": backups.NAMESPACE,
-            **_namespace_state(namespace.result()),
-            **_backup(backup_part, live, missing),
+            **_backup(backup_part, live, missing, annotations),
         },
         "serviceMappings": {"crd": planning.MAPPING_CRD, **mappings.result()},
         "operator": {"name": f"{OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT}", **operator.result()},
     }
-
-
-def _namespace(kube: Kube) -> dict[str, Any]:
-    namespace = kube.get(NAMESPACE_PATH, accept=METADATA_ONLY)
-    if namespace is None:
-        return {"namespaceState": "absent"}
-    meta = namespace.get("metadata") or {}
-    return {"namespaceState": "Terminating" if _deleting(meta) else "Active"}
-
-
-def _namespace_state(part: dict[str, Any]) -> dict[str, Any]:
-    if "error" in part:
-        return {"namespaceState": f"unknown ({part['error']})"}
-    return part
 
 
 def _cr(kube: Kube) -> dict[str, Any]:
@@ -112,6 +96,15 @@ def _cr(kube: Kube) -> dict[str, Any]:
     }
 
 
+def _backup_namespace(kube: Kube) -> dict[str, Any]:
+    read = observe.read_backup_namespace(kube)
+    return {
+        **read.backups,
+        "_namespace": read.namespace,
+        "_preserved": read.preserved,
+    }
+
+
 def _operator(kube: Kube) -> dict[str, Any]:
     deployment = kube.get(OPERATOR_PATH, accept=METADATA_ONLY)
     return {
@@ -122,13 +115,11 @@ def _operator(kube: Kube) -> dict[str, Any]:
 
 def _legacy(kube: Kube, pool: ThreadPoolExecutor) -> dict[str, Any]:
     reads, skipped = planning.reads(observe.discover(kube))
-    found = observe.read_legacy(kube, reads, pool)
-    return summarize_legacy(found, skipped)
+    return summarize_legacy(observe.read_legacy(kube, reads, pool), skipped)
 
 
-def summarize_legacy(
-    found: dict[planning.LegacyObject, dict[str, Any] | None], skipped: list[planning.Kind]
-) -> dict[str, Any]:
+def summarize_legacy(read: observe.Legacy, skipped: list[planning.Kind]) -> dict[str, Any]:
+    found = read.found
     remaining: list[str] = []
     kept: list[str] = []
     deleting: list[str] = []
@@ -143,9 +134,7 @@ def summarize_legacy(
             remaining.append(str(obj))
             if _deleting(meta):
                 deleting.append(str(obj))
-    live = {
-        obj.name: found.get(obj) for obj in planning.USER_CONFIG_MAPS if found.get(obj) is not None
-    }
+    live = dict(read.digests)
     return {
         "present": bool(remaining),
         "remaining": remaining,
@@ -157,33 +146,57 @@ def summarize_legacy(
 
 
 def _backup(
-    found: dict[str, Any], live: dict[str, Any], missing_at_backup: list[str]
+    found: dict[str, Any],
+    live: dict[str, str],
+    missing_at_backup: list[str],
+    cr_annotations: dict[str, str],
 ) -> dict[str, Any]:
     if "error" in found:
         return dict(found)
+    namespace = found.get("_namespace")
     items: list[dict[str, Any]] = []
     for name in backups.SOURCES:
         backup = found.get(name)
         item: dict[str, Any] = {"name": name, "present": backup is not None}
         if backup is not None:
             item["beingDeleted"] = _deleting(backup.get("metadata"))
-            item["digest"] = backups.digest_problem(backup) or "verified"
-            meta = live.get(name)
+            item["digest"] = backups.backup_problem(backup, name) or "verified"
+            digest = live.get(name)
+            problem = planning.user_config_problem(
+                name,
+                backup,
+                live_digest=digest,
+                namespace=namespace,
+                cr={"metadata": {"annotations": cr_annotations}},
+            )
             item["live"] = (
                 "gone"
-                if meta is None
-                else "changed since the backup"
-                if planning.user_config_problem(name, meta, backup)
-                else "unchanged since the backup"
+                if digest is None
+                else f"not safe to delete: {problem.message}"
+                if problem
+                else "the backup holds its data"
             )
         elif name in missing_at_backup:
             item["note"] = "did not exist when the backup was taken"
         items.append(item)
     present = [item for item in items if item["present"]]
+    preserved = [
+        {
+            "name": copy["metadata"]["name"],
+            "copyOf": copy["metadata"]["labels"].get(backups.PRESERVED_LABEL),
+            "reason": copy["metadata"]
+            .get("annotations", {})
+            .get(backups.PRESERVED_REASON_ANNOTATION),
+        }
+        for copy in found.get("_preserved") or []
+    ]
     return {
         "present": bool(present),
         "verified": bool(present) and all(item["digest"] == "verified" for item in present),
+        "terminating": bool(namespace and namespace["metadata"].get("deletionTimestamp")),
+        "namespaceExists": namespace is not None,
         "items": items,
+        "preserved": preserved,
     }
 
 
@@ -253,12 +266,16 @@ def render_table(status: dict[str, Any]) -> str:
                 f"{_yes(cr['migrated'])}, "
                 f"backed-up {_yes(cr['backedUp'])}, cleaned {_yes(cr['cleaned'])}"
             )
+            if cr.get("orphanedLegacyConfig"):
+                state += (
+                    f"; legacy ConfigMaps left alone (no legacy installation): "
+                    f"{cr['orphanedLegacyConfig']} ({crnames.MIGRATE_ORPHANED_HINT})"
+                )
         else:
             state = "absent"
     rows.append((f"CR {cr['name']}", state))
 
     state = _error(backup)
-    namespace_state = backup.get("namespaceState", "")
     if state is None:
         if not backup["present"]:
             state = "absent"
@@ -268,15 +285,14 @@ def render_table(status: dict[str, Any]) -> str:
             if backups_deleting:
                 state += "; being deleted: " + ", ".join(backups_deleting)
             changed = [
-                i["name"] for i in backup["items"] if i.get("live") == "changed since the backup"
+                i["name"] for i in backup["items"] if str(i.get("live", "")).startswith("not safe")
             ]
             if changed:
-                state += "; changed since the backup: " + ", ".join(changed)
-    if namespace_state == "Terminating":
-        # Everything in it goes with it: a backup there is no backup to rely on.
-        state = f"namespace Terminating (being deleted): {state}"
-    elif namespace_state.startswith("unknown") and not state.startswith("unknown"):
-        state += f"; namespace {namespace_state}"
+                state += "; not safe to delete yet: " + ", ".join(changed)
+        if backup.get("terminating"):
+            state = "namespace Terminating (being deleted); " + state
+        if backup.get("preserved"):
+            state += f"; {len(backup['preserved'])} earlier copy(ies) preserved"
     rows.append((f"backup {backup['namespace']}", state))
 
     state = _error(mappings)
@@ -314,6 +330,11 @@ def render_table(status: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(f"  {item['name']}: {item.get('note', 'no backup')}")
+        for copy in backup.get("preserved") or []:
+            lines.append(
+                f"  {copy['name']}: an earlier copy of {copy['copyOf']} kept as found "
+                f"({copy['reason']}); cp-restore --from-preserved {copy['name']} uses it"
+            )
     if "error" not in legacy:
         if legacy["remaining"]:
             being_deleted = set(legacy.get("beingDeleted", []))

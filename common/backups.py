@@ -29,6 +29,90 @@ OWN_ANNOTATIONS = (
 )
 # On the CR, next to connectivityproxy.sap.com/backed-up: the sources that did not exist.
 MISSING_SOURCES_ANNOTATION = "connectivityproxy.sap.com/backup-missing"
+# On the CR, set with connectivityproxy.sap.com/migrated: the content digest of each source the
+# configuration was migrated from, so that a later change of the legacy ConfigMaps is noticed.
+MIGRATED_DIGESTS_ANNOTATION = "connectivityproxy.sap.com/migrated-digests"
+
+# A copy in the backup namespace that cp-backup did not make (the original backup.sh, a person)
+# is never overwritten or deleted: it is kept under another name, marked as such.
+PRESERVED_LABEL = f"{_PREFIX}/preserved-copy-of"  # value: the source name
+PRESERVED_FROM_ANNOTATION = f"{_PREFIX}/preserved-from"  # namespace/name it was found under
+PRESERVED_UID_ANNOTATION = f"{_PREFIX}/preserved-uid"
+PRESERVED_TIME_ANNOTATION = f"{_PREFIX}/preserved-time"
+PRESERVED_REASON_ANNOTATION = f"{_PREFIX}/preserved-reason"
+
+
+CR_REF = "connectivityproxies.connectivityproxy.sap.com -n kyma-system connectivity-proxy"
+RESTART_CHAIN = (
+    "kubectl rollout restart deployment -n kyma-system connectivity-proxy-operator "
+    "(a new operator Pod runs the whole chain, cp-migrator first)"
+)
+REMIGRATE_REMEDY = (
+    "If the changed configuration is the one you want, migrate it again: remove the CR's "
+    f"marks (kubectl annotate {CR_REF} connectivityproxy.sap.com/migrated- "
+    f"connectivityproxy.sap.com/backed-up-), then {RESTART_CHAIN}. Otherwise put the "
+    "migrated data back into the ConfigMap (cp-restore --force)"
+)
+
+
+def is_ours(backup: dict[str, Any]) -> bool:
+    return ((backup.get("metadata") or {}).get("labels") or {}).get(LABEL) == LABEL_VALUE
+
+
+def backup_problem(backup: dict[str, Any], name: str) -> str | None:
+    """Why `backup` is not a verified cp-backup copy of kyma-system/`name`, or None."""
+    if not is_ours(backup):
+        return f"it was not made by cp-backup (no label {LABEL}={LABEL_VALUE})"
+    problem = digest_problem(backup)
+    if problem:
+        return problem
+    annotations = (backup.get("metadata") or {}).get("annotations") or {}
+    recorded = (
+        annotations.get(SOURCE_NAMESPACE_ANNOTATION),
+        annotations.get(SOURCE_NAME_ANNOTATION),
+    )
+    if recorded != (SOURCE_NAMESPACE, name):
+        return (
+            f"it records its source as {recorded[0]}/{recorded[1]}, not {SOURCE_NAMESPACE}/{name}"
+        )
+    return None
+
+
+def preserved_name(name: str, foreign: dict[str, Any]) -> str:
+    """The name a foreign copy of `name` is kept under: stable for the same content, so a
+    rerun finds the copy an interrupted run made."""
+    return f"{name}-preserved-{content_digest(foreign).removeprefix('sha256:')[:10]}"
+
+
+def is_preserved(obj: dict[str, Any]) -> bool:
+    return PRESERVED_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
+
+
+def format_digests(digests: dict[str, str]) -> str:
+    """The value of MIGRATED_DIGESTS_ANNOTATION: `name=sha256:...` pairs, comma-separated."""
+    return ",".join(f"{name}={digest}" for name, digest in sorted(digests.items()))
+
+
+def parse_digests(value: str | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in (value or "").split(","):
+        name, sep, digest = pair.strip().partition("=")
+        if sep and name and digest:
+            found[name] = digest
+    return found
+
+
+def drift_problem(cr: dict[str, Any], name: str, live: dict[str, Any]) -> str | None:
+    """Why the live kyma-system/`name` is not what was migrated into the CR, or None (also
+    when the CR records nothing: a migration by the original Go migrator)."""
+    annotations = (cr.get("metadata") or {}).get("annotations") or {}
+    migrated = parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
+    if migrated is None or migrated == content_digest(live):
+        return None
+    return (
+        f"its data changed after it was migrated into the CR (migrated {migrated}, now "
+        f"{content_digest(live)})"
+    )
 
 
 def digest_problem(backup: dict[str, Any]) -> str | None:

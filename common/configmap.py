@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,25 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     return parse_yaml_document(text, where).data
 
 
+# A field path inside a parsed document: mapping keys, and "[]" for any list item.
+FieldPath = tuple[str, ...]
+# The YAML 1.1 types a plain scalar may resolve to where its text was meant.
+_NOT_TEXT_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "timestamp")
+)
+
+
+def parse_yaml_config(
+    text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
+) -> tuple[dict[str, Any], list[tuple[FieldPath, str]]]:
+    """`parse_yaml_mapping`, and where `text_at(path)` says a field holds text, a plain
+    scalar that YAML would read as a number, boolean or date is taken as its exact source
+    text instead (`0443` stays "0443", never 291). Returns the data and those fields with
+    their text."""
+    parsed = parse_yaml_document(text, where, text_at)
+    return parsed.data, parsed.as_text
+
+
 @dataclass(frozen=True)
 class Scalar:
     """A plain (unquoted) scalar that YAML 1.1 reads as something other than a string."""
@@ -52,9 +72,11 @@ class Scalar:
 @dataclass(frozen=True)
 class Parsed:
     data: dict[str, Any]
-    # Every non-string plain scalar, by field path: what the lead's string-typed fields and
-    # the YAML 1.1 warnings need (the source text next to the value taken).
+    # Every plain scalar still read as a non-string, by field path, with its source text (for
+    # the YAML 1.1 warnings).
     scalars: dict[str, Scalar] = field(default_factory=dict)
+    # The fields `text_at` took as their source text, with that text.
+    as_text: list[tuple[FieldPath, str]] = field(default_factory=list)
 
     @property
     def surprises(self) -> list[Scalar]:
@@ -83,10 +105,12 @@ def yaml11_surprise(text: str, value: Any) -> str | None:
     return None
 
 
-def parse_yaml_document(text: str, where: str) -> Parsed:
-    """parse_yaml_mapping, with the source text of every non-string plain scalar."""
+def parse_yaml_document(
+    text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
+) -> Parsed:
+    """parse_yaml_config, with the source text of every non-string plain scalar."""
     try:
-        return _parse(text, where)
+        return _parse(text, where, text_at)
     except RefusedError:
         raise
     except Exception as err:  # never a traceback: whatever the input, a refusal naming it
@@ -96,7 +120,7 @@ def parse_yaml_document(text: str, where: str) -> Parsed:
         ) from err
 
 
-def _parse(text: str, where: str) -> Parsed:
+def _parse(text: str, where: str, text_at: Callable[[FieldPath], bool] | None) -> Parsed:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_YAML_BYTES:
         raise RefusedError(f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed")
@@ -107,6 +131,7 @@ def _parse(text: str, where: str) -> Parsed:
     import yaml
 
     loader: Any = None
+    as_text: list[tuple[FieldPath, str]] = []
     try:
         # The reader checks every character when it is created: inside the try, so that a
         # control character is a refusal naming its position, not a traceback.
@@ -115,6 +140,8 @@ def _parse(text: str, where: str) -> Parsed:
         if node is None:
             raise RefusedError(f"{where}: the YAML document is empty")
         _check_nodes(node, where)
+        if text_at is not None:
+            _retag_as_text(node, (), text_at, as_text)
         data = loader.construct_document(node)
     except yaml.reader.ReaderError as err:
         raise RefusedError(f"{where}: invalid YAML: {_describe_reader(err, text)}") from err
@@ -134,7 +161,32 @@ def _parse(text: str, where: str) -> Parsed:
     _remember_credentials(data)
     scalars: dict[str, Scalar] = {}
     _collect_scalars(node, data, (), scalars)
-    return Parsed(data=data, scalars=scalars)
+    return Parsed(data=data, scalars=scalars, as_text=as_text)
+
+
+def _retag_as_text(
+    node: yaml.Node,
+    path: FieldPath,
+    text_at: Callable[[FieldPath], bool],
+    found: list[tuple[FieldPath, str]],
+) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                _retag_as_text(value_node, (*path, str(key_node.value)), text_at, found)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _retag_as_text(item, (*path, "[]"), text_at, found)
+    elif (
+        isinstance(node, yaml.ScalarNode)
+        and node.tag in _NOT_TEXT_TAGS
+        and node.style is None  # plain: a quoted scalar is already text
+        and text_at(path)
+    ):
+        node.tag = "tag:yaml.org,2002:str"
+        found.append((path, str(node.value)))
 
 
 _LOADER: Any = None
@@ -396,12 +448,11 @@ def yaml11_warnings(text: str, where: str, taken: Any = _UNSET) -> list[Yaml11Wa
     for scalar in parsed.surprises:
         value = scalar.value if taken is _UNSET else _lookup(taken, scalar.keys, scalar.value)
         if value == scalar.text and isinstance(value, str):
-            outcome = f"taken as the text {json.dumps(value)}, as the field is a string"
-        else:
-            outcome = (
-                f"the value taken is {json.dumps(value)}; write {json.dumps(scalar.text)} "
-                "(quoted) if you meant the text"
-            )
+            continue  # taken as its text (a field the CRD types as string): no surprise
+        outcome = (
+            f"the value taken is {json.dumps(value)}; write {json.dumps(scalar.text)} "
+            "(quoted) if you meant the text"
+        )
         found.append(
             Yaml11Warning(
                 path=scalar.path,

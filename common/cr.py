@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from common.kube import METADATA_ONLY, Kube, resource_path
@@ -22,6 +23,11 @@ ANNOTATION_MIGRATED = f"{GROUP}/migrated"
 ANNOTATION_BACKED_UP = f"{GROUP}/backed-up"
 ANNOTATION_CLEANED = f"{GROUP}/cleaned"
 ANNOTATION_CLEANED_OLD = f"{GROUP}/cleaned-up"  # an earlier spelling; counts as done
+# Set by the migrator when legacy ConfigMaps remain without a legacy installation.
+ANNOTATION_ORPHANED = f"{GROUP}/orphaned-legacy-config"
+MIGRATE_ORPHANED_HINT = (
+    "cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) migrates it on purpose"
+)
 
 CR_PATH = resource_path(GROUP, VERSION, PLURAL, NAMESPACE, NAME)
 CRD_PATH = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=CRD_NAME)
@@ -51,7 +57,7 @@ def get_cr(kube: Kube) -> dict[str, Any] | None:
     return kube.get(CR_PATH)
 
 
-def mark(kube: Kube, cr: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
+def mark(kube: Kube, cr: dict[str, Any], values: Mapping[str, str | None]) -> dict[str, Any]:
     """Set annotations on the CR under a resourceVersion precondition (409 if it moved)."""
     patch = {
         "metadata": {

@@ -14,9 +14,15 @@ from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_o
 @click.option(
     "--service-key-secret",
     envvar="CP_SERVICE_KEY_SECRET",
-    default="connectivity-service-service-key",
-    show_default=True,
-    help="Secret in kyma-system with the Connectivity service key (shared tenant mode).",
+    help="Secret in kyma-system with the Connectivity service key (shared tenant mode). "
+    "Default: connectivity-proxy-service-key if it exists, else connectivity-service-service-key.",
+)
+@click.option(
+    "--migrate-orphaned",
+    envvar="CP_MIGRATE_ORPHANED",
+    is_flag=True,
+    help="Migrate legacy ConfigMaps that remain without a legacy installation (left alone "
+    "by default: they may be stale).",
 )
 def main(**params: Any) -> None:
     """Move the legacy Connectivity Proxy configuration into the ConnectivityProxy CR.
@@ -25,7 +31,8 @@ def main(**params: Any) -> None:
     kyma-system/connectivity-proxy-info, writes them into the CR kyma-system/connectivity-proxy
     and marks it connectivityproxy.sap.com/migrated=true.
     """
-    service_key_secret = params.pop("service_key_secret")
+    service_key_secret = params.pop("service_key_secret") or None
+    migrate_orphaned = params.pop("migrate_orphaned")
     options = options_from(params)
 
     def body() -> None:
@@ -34,7 +41,11 @@ def main(**params: Any) -> None:
 
         outcome = migrate(
             connect(options, "migrator"),
-            Settings(dry_run=options.dry_run, service_key_secret=service_key_secret),
+            Settings(
+                dry_run=options.dry_run,
+                service_key_secret=service_key_secret,
+                migrate_orphaned=migrate_orphaned,
+            ),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from common import backups, diff, legacy
 from common import cr as crnames
-from common import diff
 from common.configmap import yaml11_warnings
 from common.errors import ApiError, RefusedError, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
@@ -19,9 +19,16 @@ from migrator import plan as planning
 
 log = logging.getLogger("migrator")
 
-STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy")
-CONFIG_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
-INFO_MAP_PATH = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy-info")
+STATEFULSET_PATH = resource_path(
+    "apps", "v1", "statefulsets", legacy.STATEFULSET_NAMESPACE, legacy.STATEFULSET_NAME
+)
+CRD_PATH = crnames.CRD_PATH
+
+
+def configmap_path(namespace: str, name: str) -> str:
+    return resource_path("", "v1", "configmaps", namespace, name)
+
+
 _STRICT_DECODING = "strict decoding error: "
 _FIELD_PROBLEM = re.compile(r'(unknown|duplicate) field "([^"]+)"')
 MAX_MESSAGE_CHARS = 500
@@ -30,7 +37,9 @@ MAX_MESSAGE_CHARS = 500
 @dataclass(frozen=True)
 class Settings:
     dry_run: bool = False
-    service_key_secret: str = planning.DEFAULT_SERVICE_KEY_SECRET
+    # None: the Secret the cluster has, of planning.SERVICE_KEY_SECRETS.
+    service_key_secret: str | None = None
+    migrate_orphaned: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,29 +67,21 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
         return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
 
-    statefulset = kube.get(STATEFULSET_PATH, accept=METADATA_ONLY)
-    if not planning.legacy_installed(statefulset):
-        why = "is missing" if statefulset is None else f"lacks {planning.LEGACY_ANNOTATION}"
-        log.info(
-            f"no legacy installation: the StatefulSet {why}; nothing to migrate",
-            extra=fields(object="kyma-system/connectivity-proxy"),
-        )
-        return Outcome(summary="nothing to do: no legacy Connectivity Proxy installation")
+    inputs = _observe(kube, cr, settings)
+    source = planning.choose_source(inputs)
+    log.info(source.reason, extra=fields(object=cr_name, source=source.kind))
+    if source.kind == planning.NOTHING:
+        return Outcome(summary="nothing to do: no legacy Connectivity Proxy configuration")
+    if source.kind == planning.ORPHANED:
+        return _record_orphaned(kube, inputs, settings)
 
-    inputs = planning.Inputs(
-        cr=cr,
-        config_map=kube.get(CONFIG_MAP_PATH),
-        info_map=kube.get(INFO_MAP_PATH),
-        service_key_secret=settings.service_key_secret,
-    )
-    secret = planning.secret_to_check(inputs)
-    if secret is not None:
-        secret_path = resource_path("", "v1", "secrets", crnames.NAMESPACE, secret)
-        # Metadata only: the tool never needs, and so never holds, the secret's values.
-        exists = kube.get(secret_path, accept=METADATA_ONLY) is not None
-        inputs = dataclasses.replace(inputs, secret_exists=exists)
-    plan = planning.plan(inputs)
-    _warn_yaml11(inputs.config_map, plan.spec_after)
+    plan = planning.plan(_with_secrets(kube, inputs), source)
+    _warn_yaml11(source, plan.spec_after)
+    for path, text in plan.as_text:
+        log.info(
+            f"{path}: the CRD wants text; kept the YAML value as its exact text {text!r}",
+            extra=fields(object=source.config_ref, field=path),
+        )
     for change in plan.changes:
         log.info(
             f"{change.path}: {change.reason}",
@@ -104,12 +105,21 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     updated = kube.merge_patch(
         crnames.CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict"
     )
-    log.info("migrated and marked", extra=fields(object=cr_name, changes=len(plan.changes)))
+    log.info(
+        "migrated and marked",
+        extra=fields(object=cr_name, changes=len(plan.changes), source=source.config_ref),
+    )
+    origin = (
+        f"from its backup {source.config_ref} (the legacy ConfigMaps are gone)"
+        if source.kind == planning.FROM_BACKUP
+        else f"from {source.config_ref}"
+    )
     crnames.record_event(
         kube,
         updated,
         "Migrated",
-        f"cp-migrator moved the legacy configuration into the CR ({len(plan.changes)} field(s))",
+        f"cp-migrator moved the legacy configuration into the CR {origin} "
+        f"({len(plan.changes)} field(s))",
         "cp-migrator",
     )
     return Outcome(
@@ -119,17 +129,83 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     )
 
 
-def _warn_yaml11(config_map: dict[str, Any] | None, spec_after: dict[str, Any]) -> None:
+def _observe(kube: Kube, cr: dict[str, Any], settings: Settings) -> planning.Inputs:
+    """Reads what choosing the source and planning need. The backups are read only when the
+    live ConfigMaps may not be the whole story (no legacy installation, or one missing)."""
+    statefulset = kube.get(STATEFULSET_PATH, accept=METADATA_ONLY)
+    config_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.CONFIG_NAME))
+    info_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.INFO_NAME))
+    found_backups: dict[str, dict[str, Any] | None] = {}
+    if not legacy.installation_present(statefulset) or config_map is None or info_map is None:
+        found_backups = {
+            name: kube.get(configmap_path(backups.NAMESPACE, name)) for name in backups.SOURCES
+        }
+    crd = kube.get(CRD_PATH)
+    return planning.Inputs(
+        cr=cr,
+        config_map=config_map,
+        info_map=info_map,
+        service_key_secret=settings.service_key_secret,
+        statefulset=statefulset,
+        backups=found_backups,
+        spec_schema=_spec_schema(crd),
+        migrate_orphaned=settings.migrate_orphaned,
+    )
+
+
+def _spec_schema(crd: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema of `spec` in the CRD's version v1 (which fields the CRD types as text)."""
+    for version in ((crd or {}).get("spec") or {}).get("versions") or []:
+        if version.get("name") == crnames.VERSION:
+            schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+            spec = (schema.get("properties") or {}).get("spec")
+            return spec if isinstance(spec, dict) else None
+    return None
+
+
+def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
+    """Shared tenant mode: which of the candidate service-key Secrets exist (metadata only:
+    the tool never needs, and so never holds, their values). Stops at the first found."""
+    found: dict[str, bool] = {}
+    for name in planning.secret_candidates(inputs):
+        path = resource_path("", "v1", "secrets", crnames.NAMESPACE, name)
+        found[name] = kube.get(path, accept=METADATA_ONLY) is not None
+        if found[name]:
+            break
+    return dataclasses.replace(inputs, secrets_found=found)
+
+
+def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) -> Outcome:
+    """Legacy ConfigMaps without a legacy installation: they may be stale, so the CR is not
+    overwritten from them and the operator is not blocked; the CR says so, and an Event."""
+    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    found = planning.orphaned_value(inputs)
+    message = (
+        f"legacy ConfigMaps {found} exist without a legacy installation; they were left alone "
+        f"and the CR was not changed. If they hold the configuration you want, "
+        f"{planning.MIGRATE_ORPHANED_HINT}"
+    )
+    log.warning(message, extra=fields(object=cr_name))
+    patch = planning.orphaned_patch(inputs)
+    if settings.dry_run or patch is None:
+        return Outcome(summary=f"nothing migrated: {message}")
+    marked = kube.merge_patch(crnames.CR_PATH, patch, retry_safe=True)
+    crnames.record_event(kube, marked, "OrphanedLegacyConfig", message, "cp-migrator")
+    return Outcome(summary=f"nothing migrated: {message}", changed=True)
+
+
+def _warn_yaml11(source: planning.Source, spec_after: dict[str, Any]) -> None:
     """A YAML 1.1 reading the text does not suggest (`1:20` = 80, `0755` = 493, `off` = false)
-    is logged with the field and the value taken (common.configmap)."""
-    text = ((config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
+    is logged with the field and the value taken (common.configmap); a field taken as its
+    text (plan.as_text) is no surprise."""
+    text = ((source.config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
     if not isinstance(text, str):
         return
-    where = f"ConfigMap {planning.CONFIG_MAP} key {planning.CONFIG_KEY}"
+    where = f"ConfigMap {source.config_ref} key {planning.CONFIG_KEY}"
     for warning in yaml11_warnings(text, where, taken=spec_after.get("config")):
         log.warning(
             warning.message,
-            extra=fields(object=planning.CONFIG_MAP, key=planning.CONFIG_KEY, field=warning.path),
+            extra=fields(object=source.config_ref, key=planning.CONFIG_KEY, field=warning.path),
         )
 
 

@@ -7,16 +7,30 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import backups, legacy
 from common import cr as crnames
-from common.configmap import parse_yaml_mapping
+from common.configmap import FieldPath, content_digest, parse_yaml_config
 from common.errors import RefusedError
 
 CONFIG_KEY = "connectivity-proxy-config.yml"
-CONFIG_MAP = "kyma-system/connectivity-proxy"
-INFO_MAP = "kyma-system/connectivity-proxy-info"
-LEGACY_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-disclaimer"
-DEFAULT_SERVICE_KEY_SECRET = "connectivity-service-service-key"
+CONFIG_NAME = "connectivity-proxy"
+INFO_NAME = "connectivity-proxy-info"
+CONFIG_MAP = f"kyma-system/{CONFIG_NAME}"
+INFO_MAP = f"kyma-system/{INFO_NAME}"
+# The Secret a shared-mode cluster has, in the order they are looked for when no name is
+# given: the module CRD's default (and the original Go migrator's), then the name an early
+# README gave.
+SERVICE_KEY_SECRETS = ("connectivity-proxy-service-key", "connectivity-service-service-key")
 TENANT_MODES = ("dedicated", "shared")
+ORPHANED_ANNOTATION = crnames.ANNOTATION_ORPHANED
+MIGRATE_ORPHANED_HINT = crnames.MIGRATE_ORPHANED_HINT
+
+# Where the configuration is migrated from.
+FROM_LEGACY = "legacy"  # the live ConfigMaps of a legacy installation
+FROM_LEFTOVER = "leftover"  # live ConfigMaps whose installation a cleaner removed already
+FROM_BACKUP = "backup"  # the backups (the legacy ConfigMaps are gone: a recreated CR)
+ORPHANED = "orphaned"  # live ConfigMaps, no installation, nothing says they are current
+NOTHING = "nothing"  # no legacy configuration anywhere: a new installation of the module
 
 # connectivity-proxy-info key -> path under spec.config
 PORTS: dict[str, tuple[str, ...]] = {
@@ -43,9 +57,16 @@ class Inputs:
     cr: dict[str, Any]
     config_map: dict[str, Any] | None
     info_map: dict[str, Any] | None
-    service_key_secret: str = DEFAULT_SERVICE_KEY_SECRET
-    # None: not looked up yet (only shared mode needs it).
-    secret_exists: bool | None = None
+    # The Secret named by --service-key-secret; None: look for SERVICE_KEY_SECRETS.
+    service_key_secret: str | None = None
+    # Secret name -> whether it exists; empty until looked up (only shared mode needs it).
+    secrets_found: dict[str, bool] = field(default_factory=dict)
+    # The legacy StatefulSet's metadata (None: absent), and the backups by source name.
+    statefulset: dict[str, Any] | None = None
+    backups: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # spec's schema in the CR's CRD (None: unknown): which fields hold text.
+    spec_schema: dict[str, Any] | None = None
+    migrate_orphaned: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,39 +78,158 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where the configuration comes from, and why."""
+
+    kind: str
+    reason: str
+    config_map: dict[str, Any] | None = None
+    info_map: dict[str, Any] | None = None
+
+    @property
+    def migrates(self) -> bool:
+        return self.kind in (FROM_LEGACY, FROM_LEFTOVER, FROM_BACKUP)
+
+    @property
+    def config_ref(self) -> str:
+        return ref_of(self.config_map, CONFIG_MAP)
+
+    @property
+    def info_ref(self) -> str:
+        return ref_of(self.info_map, INFO_MAP)
+
+
+@dataclass(frozen=True)
 class Plan:
     spec_before: dict[str, Any]
     spec_after: dict[str, Any]
     changes: list[Change] = field(default_factory=list)
     patch: dict[str, Any] = field(default_factory=dict)
+    # Fields whose YAML value was taken as its source text, with that text.
+    as_text: list[tuple[str, str]] = field(default_factory=list)
+    secret_name: str | None = None
 
 
-def legacy_installed(statefulset: dict[str, Any] | None) -> bool:
-    return statefulset is not None and LEGACY_ANNOTATION in crnames.annotations_of(statefulset)
+def ref_of(configmap: dict[str, Any] | None, default: str) -> str:
+    meta = (configmap or {}).get("metadata") or {}
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("name") else default
 
 
-def user_config(config_map: dict[str, Any] | None) -> dict[str, Any]:
-    """The user's configuration from the legacy ConfigMap, or a refusal naming what is wrong."""
-    if config_map is None:
-        raise RefusedError(
-            f"ConfigMap {CONFIG_MAP} is missing: there is no configuration to migrate"
+def _usable_backup(backup: dict[str, Any] | None, name: str) -> tuple[bool, str | None]:
+    """(usable, why not trusted): a verified cp-backup copy, or a copy another tool made (the
+    original backup.sh, a person) that carries no cp-backup digest to check. A cp-backup copy
+    whose digest does not verify was changed after it was made: not usable."""
+    if backup is None:
+        return False, None
+    if not backups.is_ours(backup):
+        return True, "made by another tool, no digest to verify"
+    problem = backups.backup_problem(backup, name)
+    return problem is None, problem
+
+
+def choose_source(inputs: Inputs) -> Source:
+    """Which configuration to migrate, if any. The live ConfigMaps win while the legacy
+    installation runs; without it they are migrated only when a backup of ours shows that this
+    cluster's chain saw them (a cleaner removed the rest), otherwise they are left alone
+    (orphaned) unless asked; with no live ConfigMap the backups are the configuration (the CR
+    was recreated after the legacy installation was removed)."""
+    config, info = inputs.config_map, inputs.info_map
+    if legacy.installation_present(inputs.statefulset):
+        return Source(FROM_LEGACY, legacy.describe(inputs.statefulset), config, info)
+    gone = legacy.describe(inputs.statefulset)
+    if config is not None or info is not None:
+        ours = [
+            name
+            for name in (CONFIG_NAME, INFO_NAME)
+            if (b := inputs.backups.get(name)) is not None
+            and backups.backup_problem(b, name) is None
+        ]
+        if ours:
+            return Source(
+                FROM_LEFTOVER,
+                f"{gone}, but its ConfigMaps remain and cp-backup copied them before "
+                "(a clean-up was interrupted)",
+                config,
+                info,
+            )
+        if inputs.migrate_orphaned:
+            return Source(FROM_LEFTOVER, f"{gone}; migrating its ConfigMaps as asked", config, info)
+        return Source(ORPHANED, f"{gone}, but legacy ConfigMaps remain")
+    usable: dict[str, dict[str, Any]] = {}
+    for name in (CONFIG_NAME, INFO_NAME):
+        backup = inputs.backups.get(name)
+        ok, problem = _usable_backup(backup, name)
+        if backup is not None and not ok:
+            where = f"{backups.NAMESPACE}/{name}"
+            raise RefusedError(
+                f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is not migrated, the "
+                f"legacy ConfigMaps are gone, and the configuration survives only in ConfigMap "
+                f"{where}, which cannot be verified: {problem}. If its content is what you "
+                f"want, mark it as a copy made by hand: kubectl label configmap -n "
+                f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it"
+            )
+        if backup is not None:
+            usable[name] = backup
+    if CONFIG_NAME in usable:
+        return Source(
+            FROM_BACKUP,
+            f"{gone} and the legacy ConfigMaps are gone; the backups hold the configuration "
+            "(the CR was created again after the migration)",
+            usable.get(CONFIG_NAME),
+            usable.get(INFO_NAME),
         )
+    return Source(NOTHING, f"{gone} and no legacy configuration exists")
+
+
+def user_config(
+    config_map: dict[str, Any] | None, spec_schema: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[tuple[FieldPath, str]]]:
+    """The user's configuration from the legacy ConfigMap (or its backup), or a refusal
+    naming what is wrong; and the fields whose YAML value is taken as its text."""
+    where = ref_of(config_map, CONFIG_MAP)
+    if config_map is None:
+        raise RefusedError(f"ConfigMap {where} is missing: there is no configuration to migrate")
     data = config_map.get("data") or {}
     if CONFIG_KEY not in data:
         if CONFIG_KEY in (config_map.get("binaryData") or {}):
             raise RefusedError(
-                f"ConfigMap {CONFIG_MAP}: key {CONFIG_KEY} is under binaryData; "
+                f"ConfigMap {where}: key {CONFIG_KEY} is under binaryData; "
                 "the legacy component reads it from data"
             )
         keys = ", ".join(sorted(data)) or "none"
-        raise RefusedError(f"ConfigMap {CONFIG_MAP} has no key {CONFIG_KEY} (keys: {keys})")
-    return parse_yaml_mapping(data[CONFIG_KEY], f"ConfigMap {CONFIG_MAP} key {CONFIG_KEY}")
+        raise RefusedError(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
+    config_schema = ((spec_schema or {}).get("properties") or {}).get("config")
+    return parse_yaml_config(
+        data[CONFIG_KEY],
+        f"ConfigMap {where} key {CONFIG_KEY}",
+        (lambda path: schema_type(config_schema, path) == "string") if config_schema else None,
+    )
+
+
+def schema_type(schema: dict[str, Any] | None, path: FieldPath) -> str | None:
+    """The OpenAPI type the schema gives the field at `path`, or None when it gives none
+    (unknown field, int-or-string, preserved unknown fields)."""
+    node = schema or {}
+    for key in path:
+        if node.get("type") == "array" or key == "[]":
+            node = node.get("items") or {}
+            continue
+        properties = node.get("properties") or {}
+        if key in properties:
+            node = properties[key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    found = node.get("type")
+    return str(found) if found else None
 
 
 def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
     """The three on-premise proxy ports, each a decimal integer from 1 to 65535."""
+    where = ref_of(info_map, INFO_MAP)
     if info_map is None:
-        raise RefusedError(f"ConfigMap {INFO_MAP} is missing: the proxy ports cannot be migrated")
+        raise RefusedError(f"ConfigMap {where} is missing: the proxy ports cannot be migrated")
     data = info_map.get("data") or {}
     found: dict[str, int] = {}
     problems: list[str] = []
@@ -102,7 +242,7 @@ def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
         else:
             found[key] = int(raw)
     if problems:
-        raise RefusedError(f"ConfigMap {INFO_MAP}: invalid ports", details=problems)
+        raise RefusedError(f"ConfigMap {where}: invalid ports", details=problems)
     return found
 
 
@@ -117,66 +257,137 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def tenant_mode(cr: dict[str, Any], config: dict[str, Any]) -> str:
+def tenant_mode(cr: dict[str, Any], config: dict[str, Any], where: str = CONFIG_MAP) -> str:
     spec_config = ((cr.get("spec") or {}).get("config")) or {}
     mode = config.get("tenantMode", spec_config.get("tenantMode", "dedicated"))
     if mode not in TENANT_MODES:
         raise RefusedError(
-            f"ConfigMap {CONFIG_MAP} key {CONFIG_KEY}: tenantMode {mode!r} is unknown "
+            f"ConfigMap {where} key {CONFIG_KEY}: tenantMode {mode!r} is unknown "
             f"(expected one of {', '.join(TENANT_MODES)})"
         )
     return str(mode)
 
 
-def secret_to_check(inputs: Inputs) -> str | None:
-    """The Secret whose existence must be confirmed before planning (shared mode only)."""
-    config = user_config(inputs.config_map)
-    return inputs.service_key_secret if tenant_mode(inputs.cr, config) == "shared" else None
+def secret_candidates(inputs: Inputs) -> tuple[str, ...]:
+    """The service-key Secrets to look up before planning (shared tenant mode only)."""
+    source = choose_source(inputs)
+    if not source.migrates:
+        return ()
+    config, _ = user_config(source.config_map, inputs.spec_schema)
+    if tenant_mode(inputs.cr, config, source.config_ref) != "shared":
+        return ()
+    return (inputs.service_key_secret,) if inputs.service_key_secret else SERVICE_KEY_SECRETS
 
 
-def plan(inputs: Inputs) -> Plan:
-    config = user_config(inputs.config_map)
-    found_ports = ports(inputs.info_map)
-    mode = tenant_mode(inputs.cr, config)
+def _secret_name(inputs: Inputs) -> str:
+    candidates = secret_candidates(inputs)
+    for name in candidates:  # looked up in this order, up to the first that exists
+        if name not in inputs.secrets_found:
+            raise AssertionError("shared mode is planned only after the Secrets were looked up")
+        if inputs.secrets_found[name]:
+            return name
+    looked = " nor ".join(f"{crnames.NAMESPACE}/{name}" for name in candidates)
+    raise RefusedError(
+        f"tenantMode is shared, but neither Secret {looked} exists"
+        if len(candidates) > 1
+        else f"tenantMode is shared, but Secret {looked} does not exist",
+        details=[
+            "create the Secret with the Connectivity service key, or name the one the cluster "
+            "has with --service-key-secret (CP_SERVICE_KEY_SECRET); the next run picks it up"
+        ],
+    )
+
+
+def plan(inputs: Inputs, source: Source | None = None) -> Plan:
+    """The CR's new spec and the one patch that writes it with the marks. `source` must be
+    one that migrates (choose_source)."""
+    source = source or choose_source(inputs)
+    if not source.migrates:
+        raise AssertionError(f"nothing to plan: {source.reason}")
+    config, as_text = user_config(source.config_map, inputs.spec_schema)
+    found_ports = ports(source.info_map)
+    mode = tenant_mode(inputs.cr, config, source.config_ref)
     spec_before = copy.deepcopy(inputs.cr.get("spec") or {})
     current_config = spec_before.get("config") or {}
 
     new_config = deep_merge(current_config, config)
     reasons: dict[str, str] = {}
     for path in _leaf_paths(config):
-        reasons[_dotted(("config", *path))] = f"set in {CONFIG_MAP}"
+        reasons[_dotted(("config", *path))] = f"set in {source.config_ref}"
+    texts = [(_dotted(("spec", "config", *path)), text) for path, text in as_text]
+    for path, text in as_text:
+        reasons[_dotted(("config", *path))] = (
+            f"set in {source.config_ref} (YAML reads {text} as a non-string; the CRD wants "
+            "text, so its exact text is kept)"
+        )
     for key, path in PORTS.items():
         _set(new_config, path, found_ports[key])
-        reasons[_dotted(("config", *path))] = f"{INFO_MAP} key {key}"
+        reasons[_dotted(("config", *path))] = f"{source.info_ref} key {key}"
 
     spec_after = copy.deepcopy(spec_before)
     spec_after["config"] = new_config
     spec_patch: dict[str, Any] = {"config": new_config}
+    secret_name = None
     if mode == "shared":
-        if inputs.secret_exists is None:
-            raise AssertionError("shared mode is planned only after the secret was looked up")
-        if not inputs.secret_exists:
-            raise RefusedError(
-                f"tenantMode is shared, but Secret {crnames.NAMESPACE}/{inputs.service_key_secret} "
-                "does not exist; create it, or name the right one with --service-key-secret "
-                "(CP_SERVICE_KEY_SECRET)"
-            )
-        _set(spec_after, SECRET_NAME_PATH, inputs.service_key_secret)
-        _set(spec_patch, SECRET_NAME_PATH, inputs.service_key_secret)
-        reasons[_dotted(SECRET_NAME_PATH)] = "tenantMode shared uses the service-key Secret"
+        secret_name = _secret_name(inputs)
+        _set(spec_after, SECRET_NAME_PATH, secret_name)
+        _set(spec_patch, SECRET_NAME_PATH, secret_name)
+        reasons[_dotted(SECRET_NAME_PATH)] = (
+            f"tenantMode shared uses the service-key Secret {crnames.NAMESPACE}/{secret_name}"
+        )
 
     changes = [
         Change(path=f"spec.{path}", old=old, new=new, reason=reasons.get(path, "merged"))
         for path, old, new in _differences(spec_before, spec_after, ())
     ]
+    digests = {
+        name: content_digest(configmap)
+        for name, configmap in ((CONFIG_NAME, source.config_map), (INFO_NAME, source.info_map))
+        if configmap is not None
+    }
+    annotations: dict[str, str | None] = {
+        crnames.ANNOTATION_MIGRATED: "true",
+        backups.MIGRATED_DIGESTS_ANNOTATION: backups.format_digests(digests),
+    }
+    if ORPHANED_ANNOTATION in crnames.annotations_of(inputs.cr):
+        annotations[ORPHANED_ANNOTATION] = None  # a merge patch's null removes it
     patch = {
         "metadata": {
             "resourceVersion": inputs.cr["metadata"]["resourceVersion"],
-            "annotations": {crnames.ANNOTATION_MIGRATED: "true"},
+            "annotations": annotations,
         },
         "spec": spec_patch,
     }
-    return Plan(spec_before=spec_before, spec_after=spec_after, changes=changes, patch=patch)
+    return Plan(
+        spec_before=spec_before,
+        spec_after=spec_after,
+        changes=changes,
+        patch=patch,
+        as_text=texts,
+        secret_name=secret_name,
+    )
+
+
+def orphaned_value(inputs: Inputs) -> str:
+    """The value of ORPHANED_ANNOTATION: the legacy ConfigMaps that were left alone."""
+    return ",".join(
+        ref_of(configmap, default)
+        for configmap, default in ((inputs.config_map, CONFIG_MAP), (inputs.info_map, INFO_MAP))
+        if configmap is not None
+    )
+
+
+def orphaned_patch(inputs: Inputs) -> dict[str, Any] | None:
+    """The CR annotation that records orphaned legacy ConfigMaps, or None when it is there."""
+    value = orphaned_value(inputs)
+    if crnames.annotations_of(inputs.cr).get(ORPHANED_ANNOTATION) == value:
+        return None
+    return {
+        "metadata": {
+            "resourceVersion": inputs.cr["metadata"]["resourceVersion"],
+            "annotations": {ORPHANED_ANNOTATION: value},
+        }
+    }
 
 
 def _set(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Any
 
@@ -122,14 +123,26 @@ def test_a_cr_not_migrated_is_nothing_to_do(cluster: Cluster) -> None:
 
 def test_a_cr_already_backed_up_is_nothing_to_do(cluster: Cluster) -> None:
     install(cluster)
-    cr = cluster.cr()
-    assert cr is not None
-    crnames.mark(cluster.kube, cr, {BACKED_UP: "true"})
+    assert cluster.run(BACKUP).exit_code == 0
     before = resource_versions(cluster)
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
     assert "already backed up" in result.output
-    assert_nothing_written(cluster, before)
+    assert resource_versions(cluster) == before
+
+
+def test_a_cr_marked_backed_up_without_our_backups_is_backed_up(cluster: Cluster) -> None:
+    """The mark alone proves nothing (the original backup.sh marks even when a copy failed,
+    and the backup namespace may have been deleted since): the backups are made."""
+    install(cluster)
+    cr = cluster.cr()
+    assert cr is not None
+    crnames.mark(cluster.kube, cr, {BACKED_UP: "true"})
+    result = cluster.run(BACKUP)
+    assert result.exit_code == 0, result.output
+    assert "not all verified copies of ours" in result.output
+    for name in names.SOURCES:
+        assert_verified_backup(cluster, name)
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -269,22 +282,53 @@ def test_a_terminating_backup_namespace_is_exit_1(cluster: Cluster) -> None:
     before = resource_versions(cluster)
     result = cluster.run(BACKUP)
     assert result.exit_code == 1, result.output
-    assert "connectivity-proxy-backup is being deleted (Terminating)" in result.output
+    assert "connectivity-proxy-backup is being deleted (Terminating" in result.output
     assert resource_versions(cluster) == before
     assert BACKED_UP not in annotations_of(cluster.cr())
 
 
-def test_a_foreign_configmap_in_the_backup_namespace_is_refused(cluster: Cluster) -> None:
+def backup_sh_copy(cluster: Cluster, name: str) -> dict[str, Any]:
+    """What the original backup.sh leaves: `kubectl get -o yaml | sed | kubectl apply`, so the
+    source's labels, annotations and data in the backup namespace under the same name, plus
+    kubectl's last-applied-configuration, and no provenance of ours."""
+    source = source_of(cluster, name)
+    assert source is not None
+    meta = source["metadata"]
+    copy: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": names.NAMESPACE,
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "data": dict(source.get("data") or {}),
+    }
+    if source.get("binaryData"):
+        copy["binaryData"] = dict(source["binaryData"])
+    copy["metadata"]["annotations"][LAST_APPLIED] = json.dumps(copy, sort_keys=True)
+    return copy
+
+
+def test_a_copy_made_by_backup_sh_is_preserved_then_replaced_by_ours(cluster: Cluster) -> None:
     install(cluster)
-    foreign = legacy.legacy_info()
-    foreign["metadata"]["namespace"] = names.NAMESPACE
+    foreign = backup_sh_copy(cluster, "connectivity-proxy-info")
     cluster.apply([foreign])
-    before = resource_versions(cluster)
     result = cluster.run(BACKUP)
-    assert result.exit_code == 3, result.output
-    assert "connectivity-proxy-backup/connectivity-proxy-info exists but was not made" in (
-        result.output
+    assert result.exit_code == 0, result.output
+    assert_verified_backup(cluster, "connectivity-proxy-info")
+    kept = cluster.configmap(
+        names.NAMESPACE, names.preserved_name("connectivity-proxy-info", foreign)
     )
+    assert kept is not None, result.output
+    assert kept["data"] == foreign["data"]
+    assert kept["metadata"]["labels"][names.PRESERVED_LABEL] == "connectivity-proxy-info"
+    assert LAST_APPLIED in kept["metadata"]["annotations"]
+    assert annotations_of(cluster.cr())[BACKED_UP] == "true"
+    # A rerun keeps both as they are.
+    before = resource_versions(cluster)
+    assert cluster.run(BACKUP).exit_code == 0
     assert resource_versions(cluster) == before
 
 
@@ -310,12 +354,18 @@ def test_dry_run_prints_the_plan_and_changes_nothing(cluster: Cluster) -> None:
 def test_dry_run_shows_an_update_as_a_diff(cluster: Cluster) -> None:
     install(cluster)
     assert cluster.run(BACKUP).exit_code == 0
-    unmark(cluster)
     cluster.kube.merge_patch(
         resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy-info"),
         {"data": {"onpremise_proxy_host": "elsewhere"}},
         retry_safe=True,
     )
+    # The remedy a changed configuration gets: both marks removed, migrated again.
+    cluster.kube.merge_patch(
+        crnames.CR_PATH,
+        {"metadata": {"annotations": {BACKED_UP: None, crnames.ANNOTATION_MIGRATED: None}}},
+        retry_safe=True,
+    )
+    assert cluster.run(MIGRATOR).exit_code == 0
     before = resource_versions(cluster)
     result = cluster.run(BACKUP, "--dry-run")
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from typing import Any
@@ -85,16 +86,6 @@ def cr(**annotations: str) -> dict[str, Any]:
         (True, None, "does not exist"),
         (True, cr(), "not migrated yet"),
         (True, cr(**{"connectivityproxy.sap.com/migrated": "false"}), "not migrated yet"),
-        (
-            True,
-            cr(
-                **{
-                    "connectivityproxy.sap.com/migrated": "true",
-                    "connectivityproxy.sap.com/backed-up": "true",
-                }
-            ),
-            "already backed up",
-        ),
     ],
 )
 def test_skip_reasons(crd: bool, the_cr: dict[str, Any] | None, expected: str) -> None:
@@ -117,7 +108,10 @@ def test_first_backup_creates_the_namespace_and_both_copies() -> None:
         ("create", "connectivity-proxy-backup/connectivity-proxy-info"),
     ]
     assert plan.missing == []
-    assert plan.mark_annotations() == {"connectivityproxy.sap.com/backed-up": "true"}
+    assert plan.mark_annotations() == {
+        "connectivityproxy.sap.com/backed-up": "true",
+        names.MISSING_SOURCES_ANNOTATION: None,  # a stale list is removed
+    }
 
 
 def test_a_copy_keeps_content_and_drops_server_fields() -> None:
@@ -183,6 +177,11 @@ def test_an_earlier_backup_that_differs_is_updated_in_place(change: str) -> None
     else:
         meta["annotations"][names.DIGEST_ANNOTATION] = "sha256:0"
     plan = planning.plan_backup(inputs(backups=backups, now=LATER))
+    if change in ("data", "binaryData", "digest"):
+        # Its content no longer matches its digest: someone changed it, so it is kept first.
+        preserve, *rest = plan.actions
+        assert preserve.verb == "preserve"
+        plan = dataclasses.replace(plan, actions=rest)
     update, keep = plan.actions
     assert (update.verb, keep.verb) == ("update", "keep")
     assert update.after is not None
@@ -225,13 +224,78 @@ def test_an_earlier_backup_of_a_now_missing_source_is_kept() -> None:
     assert plan.writes == []
 
 
-def test_a_foreign_configmap_in_the_backup_namespace_is_refused() -> None:
+def test_a_copy_another_tool_made_is_preserved_then_replaced_by_ours() -> None:
+    backups = first_backups()
+    foreign = backups["connectivity-proxy"]
+    assert foreign is not None
+    # As the original backup.sh leaves it: the source's labels and annotations, kubectl's
+    # last-applied copy, no provenance of ours.
+    del foreign["metadata"]["labels"][names.LABEL]
+    foreign["metadata"]["annotations"] = {LAST_APPLIED: "{}", "note": "keep"}
+    plan = planning.plan_backup(inputs(backups=backups, now=LATER))
+    preserve, update, keep = plan.actions
+    assert (preserve.verb, update.verb, keep.verb) == ("preserve", "update", "keep")
+    assert preserve.after is not None and update.after is not None
+    kept_name = names.preserved_name("connectivity-proxy", foreign)
+    assert preserve.after["metadata"]["name"] == kept_name
+    assert preserve.after["data"] == foreign["data"]
+    labels = preserve.after["metadata"]["labels"]
+    assert labels[names.PRESERVED_LABEL] == "connectivity-proxy" and names.LABEL not in labels
+    assert preserve.after["metadata"]["annotations"][LAST_APPLIED] == "{}"
+    assert update.after["metadata"]["resourceVersion"] == "7"  # in place, never deleted
+    assert names.backup_problem(stored(update.after), "connectivity-proxy") is None
+    # A rerun after the preserved copy landed does not make it again.
+    again = planning.plan_backup(
+        dataclasses.replace(
+            inputs(backups=backups, now=LATER),
+            preserved={"connectivity-proxy": stored(preserve.after)},
+        )
+    )
+    assert [a.verb for a in again.actions] == ["keep", "update", "keep"]
+
+
+def test_a_copy_another_tool_made_of_a_missing_source_is_left_alone() -> None:
     backups = first_backups()
     foreign = backups["connectivity-proxy"]
     assert foreign is not None
     del foreign["metadata"]["labels"][names.LABEL]
-    with pytest.raises(RefusedError, match="connectivity-proxy-backup/connectivity-proxy"):
-        planning.plan_backup(inputs(backups=backups))
+    found = sources()
+    found["connectivity-proxy"] = None
+    plan = planning.plan_backup(inputs(found=found, backups=backups))
+    assert [a.verb for a in plan.actions] == ["missing", "keep"]
+
+
+def test_a_done_backup_needs_no_write_and_no_mark_even_when_metadata_moved() -> None:
+    backups = first_backups()
+    marked = cr(**{"connectivityproxy.sap.com/migrated": "true"})
+    marked["metadata"]["annotations"]["connectivityproxy.sap.com/backed-up"] = "true"
+    moved = sources()
+    for obj in moved.values():
+        assert obj is not None
+        obj["metadata"]["resourceVersion"] = "200"
+        obj["metadata"]["labels"]["touched"] = "by-a-controller"
+    plan = planning.plan_backup(
+        dataclasses.replace(inputs(found=moved, backups=backups, now=LATER), cr=marked)
+    )
+    assert plan.writes == [] and not plan.needs_mark(marked)
+
+
+def test_a_source_changed_after_the_migration_is_refused_with_the_remedy() -> None:
+    migrated = cr(
+        **{
+            "connectivityproxy.sap.com/migrated": "true",
+            names.MIGRATED_DIGESTS_ANNOTATION: names.format_digests(
+                {"connectivity-proxy": content_digest(source())}
+            ),
+        }
+    )
+    changed = sources()
+    changed["connectivity-proxy"] = source(key="changed")
+    with pytest.raises(RefusedError) as caught:
+        planning.plan_backup(dataclasses.replace(inputs(found=changed), cr=migrated))
+    assert "connectivityproxy.sap.com/migrated-" in str(caught.value)
+    assert "kyma-system/connectivity-proxy" in str(caught.value)
+    assert planning.plan_backup(dataclasses.replace(inputs(), cr=migrated)).writes
 
 
 def test_readback_problems() -> None:

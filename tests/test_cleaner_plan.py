@@ -12,6 +12,7 @@ from cleaner import observe, status
 from cleaner import plan as planning
 from common import backups
 from common.configmap import content_digest
+from common.errors import RefusedError
 from tests.support.cluster import REPO
 
 MIGRATED = {"connectivityproxy.sap.com/migrated": "true"}
@@ -36,7 +37,10 @@ def backup_of(name: str, uid: str, rv: str, data: dict[str, str]) -> dict[str, A
     return {
         "metadata": {
             "name": name,
+            "labels": {backups.LABEL: backups.LABEL_VALUE},
             "annotations": {
+                backups.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
+                backups.SOURCE_NAME_ANNOTATION: name,
                 backups.SOURCE_UID_ANNOTATION: uid,
                 backups.SOURCE_RESOURCE_VERSION_ANNOTATION: rv,
                 backups.DIGEST_ANNOTATION: content_digest(source),
@@ -61,6 +65,8 @@ def inputs(**overrides: Any) -> planning.Inputs:
             for obj in planning.USER_CONFIG_MAPS
             for name in [obj.name]
         },
+        "backup_namespace": {"metadata": {"name": backups.NAMESPACE}},
+        "live_digests": {name: content_digest({"data": {}}) for name in backups.SOURCES},
     }
     values.update(overrides)
     return planning.Inputs(**values)
@@ -245,7 +251,7 @@ def test_skip_reasons() -> None:
 
 
 def test_migrated_but_not_backed_up_is_refused() -> None:
-    assert "run cp-backup first" in (planning.refusal_before_backup(cr(**MIGRATED)) or "")
+    assert "Run cp-backup first" in (planning.refusal_before_backup(cr(**MIGRATED)) or "")
     assert planning.refusal_before_backup(cr(**MIGRATED, **BACKED_UP)) is None
     assert planning.refusal_before_backup(cr()) is None
 
@@ -296,24 +302,32 @@ def test_module_owned_objects_are_kept_with_the_reason() -> None:
     assert service not in {d.target for d in plan.all_deletes}
 
 
-@pytest.mark.parametrize(
-    ("uid", "rv", "expected"),
-    [
-        ("other", "10", "changed after its backup"),
-        (None, "11", "changed after its backup"),
-    ],
-)
-def test_user_config_changed_after_the_backup_is_refused(
-    uid: str | None, rv: str, expected: str
-) -> None:
+def test_user_config_with_only_its_metadata_changed_is_deleted() -> None:
     found = everything_found()
     info = planning.LegacyObject(planning.CONFIG_MAPS, "kyma-system", "connectivity-proxy-info")
-    found[info] = meta(info.name, uid=uid or f"uid-{info}", rv=rv)
+    found[info] = meta(info.name, rv="11", labels={"touched": "by-a-controller"})
     plan = planning.plan(inputs(found=found))
+    assert plan.refusals == [] and plan.waits == []
+    deleted = {d.target: d for d in plan.all_deletes}
+    assert deleted[info].resource_version == "11"  # the version read: a later change is a 409
+
+
+def test_user_config_whose_data_changed_after_the_migration_is_refused_with_the_remedy() -> None:
+    name = "connectivity-proxy-info"
+    migrated = cr(**MIGRATED, **BACKED_UP)
+    migrated["metadata"]["annotations"][backups.MIGRATED_DIGESTS_ANNOTATION] = (
+        backups.format_digests({name: content_digest({"data": {}})})
+    )
+    changed = {"connectivity-proxy": content_digest({"data": {}}), name: "sha256:other"}
+    plan = planning.plan(inputs(cr=migrated, live_digests=changed))
     assert len(plan.refusals) == 1
-    assert plan.refusals[0].startswith("ConfigMap kyma-system/connectivity-proxy-info: ")
-    assert expected in plan.refusals[0]
-    assert info not in {d.target for d in plan.all_deletes}
+    assert plan.refusals[0].startswith(f"ConfigMap kyma-system/{name}: ")
+    assert "changed after it was migrated" in plan.refusals[0]
+    assert "connectivityproxy.sap.com/migrated-" in plan.refusals[0]
+    # Without a record of what was migrated (the original Go migrator), a difference from the
+    # backup is refused the same way: nobody can tell which one the CR holds.
+    plan = planning.plan(inputs(live_digests=changed))
+    assert "does not record what was migrated" in plan.refusals[0]
 
 
 def test_user_config_without_a_sound_backup_is_refused() -> None:
@@ -322,27 +336,37 @@ def test_user_config_without_a_sound_backup_is_refused() -> None:
     tampered["data"] = {"a": "changed"}
     plan = planning.plan(inputs(backups={name: tampered, "connectivity-proxy-info": None}))
     assert len(plan.refusals) == 2
-    assert "cannot be trusted" in plan.refusals[0]
+    assert "not a verified copy" in plan.refusals[0]
     assert "has no backup" in plan.refusals[1]
+    assert all("cp-backup" in refusal for refusal in plan.refusals)
+
+
+def test_user_config_is_kept_while_the_backup_namespace_is_terminating() -> None:
+    terminating = {"metadata": {"name": backups.NAMESPACE, "deletionTimestamp": "2026-01-01"}}
+    plan = planning.plan(inputs(backup_namespace=terminating))
+    assert plan.refusals == [] and len(plan.waits) == 2
+    assert "Terminating" in plan.waits[0]
+    assert not {d.target for d in plan.all_deletes} & planning.USER_CONFIG_MAPS
+    plan = planning.plan(inputs(backup_namespace=None))
+    assert len(plan.refusals) == 2 and "does not exist" in plan.refusals[0]
 
 
 def test_user_config_already_gone_needs_no_backup() -> None:
     found = everything_found()
     for obj in planning.USER_CONFIG_MAPS:
         found[obj] = None
-    plan = planning.plan(inputs(found=found, backups={}))
+    plan = planning.plan(inputs(found=found, backups={}, backup_namespace=None))
     assert plan.refusals == []
 
 
-def test_an_unmigrated_legacy_installation_is_refused() -> None:
-    found = everything_found()
-    found[planning.LEGACY_STATEFULSET] = meta(
-        "connectivity-proxy", annotations={planning.LEGACY_ANNOTATION: "DO NOT EDIT"}
-    )
-    plan = planning.plan(inputs(cr=cr(), found=found))
-    assert any("run cp-migrator and cp-backup first" in r for r in plan.refusals)
-    # Migrated: the same StatefulSet simply goes.
-    assert planning.plan(inputs(found=found)).refusals == []
+def test_an_unmigrated_cr_is_never_cleaned() -> None:
+    legacy_sts = {"metadata": {"name": "connectivity-proxy", "annotations": {"x": "y"}}}
+    with pytest.raises(RefusedError, match="Run cp-migrator and cp-backup first"):
+        planning.not_migrated(cr(), legacy_sts)
+    assert "nothing to clean" in (planning.not_migrated(cr(), None) or "")
+    module_sts = {"metadata": {"labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR}}}
+    assert "nothing to clean" in (planning.not_migrated(cr(), module_sts) or "")
+    assert planning.not_migrated(cr(**MIGRATED), legacy_sts) is None
 
 
 def test_unserved_kinds_are_listed_as_kept() -> None:

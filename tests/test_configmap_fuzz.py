@@ -138,9 +138,20 @@ def check(text: str) -> dict[str, Any] | None:
     return parsed.data
 
 
+def _spec_schema() -> dict[str, Any]:
+    crd = legacy.fixture("crd-connectivityproxy.yaml")
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec: dict[str, Any] = schema["properties"]["spec"]
+    return spec
+
+
+SPEC_SCHEMA = _spec_schema()
+
+
 def plan_with(text: str) -> None:
-    """The pure planning step too: whatever the parser lets through, planning refuses or
-    plans, never raises anything else."""
+    """The pure planning step too (with the CRD's schema, so fields it types as text are read
+    as text): whatever the parser lets through, planning refuses or plans, never raises
+    anything else."""
     configmap = legacy.legacy_configmap()
     configmap["data"][legacy.CONFIG_KEY] = text
     cr = legacy.default_cr()
@@ -149,7 +160,9 @@ def plan_with(text: str) -> None:
         cr=cr,
         config_map=configmap,
         info_map=legacy.legacy_info(),
-        secret_exists=True,
+        statefulset=legacy.legacy_statefulset()["metadata"],
+        secrets_found=dict.fromkeys(planning.SERVICE_KEY_SECRETS, True),
+        spec_schema=SPEC_SCHEMA,
     )
     with contextlib.suppress(RefusedError):
         planning.plan(inputs)

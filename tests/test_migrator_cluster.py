@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from common.kube import resource_path
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster, load_manifests
 
 MIGRATOR = "migrator.cli:main"
+ORPHANED = "connectivityproxy.sap.com/orphaned-legacy-config"
 MIGRATED = "connectivityproxy.sap.com/migrated"
 
 
@@ -80,27 +82,57 @@ def test_a_missing_cr_is_exit_1(cluster: Cluster) -> None:
     assert "kyma-system/connectivity-proxy does not exist" in result.output
 
 
-def test_no_legacy_statefulset_is_nothing_to_do(cluster: Cluster) -> None:
-    legacy.install(cluster, with_statefulset=False)
+def test_no_legacy_configuration_at_all_is_nothing_to_do(cluster: Cluster) -> None:
+    legacy.install(cluster, with_statefulset=False, with_configmap=False, with_info=False)
     before = cluster.cr()
     result = cluster.run(MIGRATOR)
     assert result.exit_code == 0
-    assert "no legacy installation" in result.output
+    assert "no legacy Connectivity Proxy configuration" in result.output
     after = cluster.cr()
     assert before and after
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
-def test_a_statefulset_without_the_reconciler_annotation_is_not_legacy(cluster: Cluster) -> None:
+def test_orphaned_legacy_configmaps_are_left_alone_and_recorded(cluster: Cluster) -> None:
+    """ConfigMaps without their StatefulSet (someone removed the installation by hand): they
+    may be stale, so the CR is not overwritten and the operator is not blocked."""
+    legacy.install(cluster, with_statefulset=False)
+    before = cluster.cr()
+    result = cluster.run(MIGRATOR)
+    assert result.exit_code == 0, result.output
+    assert "--migrate-orphaned" in result.output
+    after = cluster.cr()
+    assert before and after
+    annotations = after["metadata"].get("annotations") or {}
+    assert MIGRATED not in annotations
+    assert annotations[ORPHANED] == (
+        "kyma-system/connectivity-proxy,kyma-system/connectivity-proxy-info"
+    )
+    assert after["spec"] == before["spec"]
+    events = cluster.kube.list(resource_path("", "v1", "events", "kyma-system"))
+    assert "OrphanedLegacyConfig" in {event["reason"] for event in events}
+    assert cluster.run(MIGRATOR).exit_code == 0  # again: no second write
+    again = cluster.cr()
+    assert again and again["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+    # The remedy the message gives: migrate them on purpose.
+    asked = cluster.run(MIGRATOR, "--migrate-orphaned")
+    assert asked.exit_code == 0, asked.output
+    migrated = cluster.cr()
+    assert migrated
+    annotations = migrated["metadata"]["annotations"]
+    assert annotations[MIGRATED] == "true" and ORPHANED not in annotations
+
+
+def test_a_statefulset_without_the_reconciler_annotation_is_still_legacy(cluster: Cluster) -> None:
     legacy.install(cluster, with_statefulset=False)
     statefulset = legacy.legacy_statefulset()
     del statefulset["metadata"]["annotations"]
     cluster.apply([statefulset])
     result = cluster.run(MIGRATOR)
-    assert result.exit_code == 0
-    assert "lacks reconciler.kyma-project.io" in result.output
+    assert result.exit_code == 0, result.output
+    assert "not the reconciler's" in result.output
     cr = cluster.cr()
-    assert cr and MIGRATED not in (cr["metadata"].get("annotations") or {})
+    assert cr and cr["metadata"]["annotations"][MIGRATED] == "true"
 
 
 def test_an_unknown_field_is_refused_not_pruned(cluster: Cluster) -> None:

@@ -87,7 +87,7 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         cluster.kube.delete(namespace)
 
         found = json.loads(status_of(cluster, "-o", "json").stdout)
-        assert found["backup"]["namespaceState"] == "Terminating"
+        assert found["backup"]["terminating"] is True
         assert found["cr"]["beingDeleted"] is True
         assert "statefulsets.apps kyma-system/connectivity-proxy" in found["legacy"]["beingDeleted"]
         result = status_of(cluster)

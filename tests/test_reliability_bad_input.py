@@ -261,12 +261,11 @@ CASES = [
         config(replaced("subaccountSubdomain: example-subdomain", "subaccountSubdomain:")),
         (*WHERE, ".subaccountSubdomain"),
     ),
+    # A date where the CRD wants a number (where it wants text, the date's text is kept).
     Case(
         "unquoted date",
-        config(
-            replaced("subaccountSubdomain: example-subdomain", "subaccountSubdomain: 2024-01-01")
-        ),
-        (*WHERE, ".subaccountSubdomain"),
+        config(replaced("externalPort: 443", "externalPort: 2024-01-01")),
+        (*WHERE, ".servers.businessDataTunnel.externalPort"),
     ),
     Case(
         "binary tag",

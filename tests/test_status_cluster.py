@@ -83,9 +83,7 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
     assert during["cr"]["cleaned"] is False
     assert during["backup"]["present"] is True
     assert during["backup"]["verified"] is True
-    assert [item["live"] for item in during["backup"]["items"]] == [
-        "unchanged since the backup"
-    ] * 2
+    assert [item["live"] for item in during["backup"]["items"]] == ["the backup holds its data"] * 2
     assert during["operator"]["exists"] is True
 
     run(cluster, CLEANER)

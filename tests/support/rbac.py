@@ -40,11 +40,15 @@ STANDARD = "standard"
 SHARED_TENANT_MODE = "shared-tenant-mode"
 STALE_BACKUP = "stale-backup"
 CR_ABSENT = "cr-absent"
+RECREATED_CR = "recreated-cr"
 # Grants that the standard chain does not use, and the state whose path uses them, keyed by
 # (step, verb, resource) or, where one name of a rule is the exception, with that name too.
 SCENARIOS: dict[tuple[str, ...], str] = {
     # The service-key Secret is looked up only in shared tenant mode.
     ("migrator", "get", "secrets"): SHARED_TENANT_MODE,
+    # The backups are read when no legacy installation runs: a CR created again after the
+    # migration is migrated from them.
+    ("migrator", "get", "configmaps"): RECREATED_CR,
     # A backup that an earlier run left, and that no longer matches its source, is updated.
     ("backup", "update", "configmaps"): STALE_BACKUP,
     # The ConnectivityProxy CRD is read only to tell "no CRD" from "no CR" when the CR is absent.
@@ -395,6 +399,24 @@ class Lab:
             self._user_configuration(shared_mode_config() if shared else None)
             if shared:
                 self.cluster.apply([copy.deepcopy(SERVICE_KEY_SECRET)])
+            if scenario == RECREATED_CR:
+                # The chain ran, its cleaner removed the configuration and the installation,
+                # then the module was disabled and enabled again: a new default CR.
+                self._admin_step("migrator")
+                self._delete_backups()
+                self._admin_step("backup")
+                for path in (
+                    resource_path(
+                        "apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy"
+                    ),
+                    *(
+                        resource_path("", "v1", "configmaps", "kyma-system", name)
+                        for name in backups.SOURCES
+                    ),
+                ):
+                    self.cluster.kube.delete(path)
+                self._delete_cr()
+                self.cluster.apply([legacy.default_cr()])
         elif step == "backup":
             self.ready_for_cleaner = False
             if self.migrated_cr is None:
