@@ -106,6 +106,11 @@ def skip_reason(crd_exists: bool, cr: dict[str, Any] | None) -> str | None:
         return f"the CRD {crnames.CRD_NAME} is not installed; nothing to back up"
     if cr is None:
         return f"ConnectivityProxy {cr_name} does not exist; nothing to back up"
+    if crnames.is_marked(cr, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
+        return (
+            f"{cr_name} is cleaned: the migration is complete (legacy ConfigMaps that appear "
+            "again later are not the configuration the CR holds)"
+        )
     if not crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
         return (
             f"{cr_name} is not migrated yet (no {crnames.ANNOTATION_MIGRATED}); "

@@ -10,7 +10,7 @@ from typing import Any
 from common import backups, legacy
 from common import cr as crnames
 from common.configmap import FieldPath, content_digest, parse_yaml_config
-from common.errors import RefusedError
+from common.errors import RefusedError, RetryableError
 
 CONFIG_KEY = "connectivity-proxy-config.yml"
 CONFIG_NAME = "connectivity-proxy"
@@ -135,9 +135,9 @@ def choose_source(inputs: Inputs) -> Source:
     was recreated after the legacy installation was removed)."""
     config, info = inputs.config_map, inputs.info_map
     if legacy.installation_present(inputs.statefulset):
-        return Source(FROM_LEGACY, legacy.describe(inputs.statefulset), config, info)
+        return _from_legacy(inputs)
     gone = legacy.describe(inputs.statefulset)
-    if config is not None or info is not None:
+    if config is not None:
         ours = [
             name
             for name in (CONFIG_NAME, INFO_NAME)
@@ -145,21 +145,30 @@ def choose_source(inputs: Inputs) -> Source:
             and backups.backup_problem(b, name) is None
         ]
         if ours:
-            return Source(
-                FROM_LEFTOVER,
-                f"{gone}, but its ConfigMaps remain and cp-backup copied them before "
-                "(a clean-up was interrupted)",
-                config,
-                info,
+            why = "its ConfigMaps remain and cp-backup copied them before (an interrupted clean-up)"
+        elif backups.MIGRATED_DIGESTS_ANNOTATION in crnames.annotations_of(inputs.cr):
+            why = (
+                "its ConfigMaps remain and this CR was migrated from them before (its marks "
+                "were removed to migrate them again)"
             )
-        if inputs.migrate_orphaned:
-            return Source(FROM_LEFTOVER, f"{gone}; migrating its ConfigMaps as asked", config, info)
-        return Source(ORPHANED, f"{gone}, but legacy ConfigMaps remain")
+        elif inputs.migrate_orphaned:
+            why = "its ConfigMaps remain; migrating them as asked"
+        else:
+            return Source(ORPHANED, f"{gone}, but legacy ConfigMaps remain")
+        found, taken = _fill_from_backups(inputs)
+        if found[CONFIG_NAME] is None:
+            return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
+        reason = f"{gone}, but {why}" + (f"; from the backup: {', '.join(taken)}" if taken else "")
+        return Source(FROM_LEFTOVER, reason, found[CONFIG_NAME], found[INFO_NAME])
+    # No live configuration: the backups hold it, if anything does (a live ConfigMap of ports
+    # is still the current one).
     usable: dict[str, dict[str, Any]] = {}
-    for name in (CONFIG_NAME, INFO_NAME):
+    for name, live in ((CONFIG_NAME, None), (INFO_NAME, info)):
         backup = inputs.backups.get(name)
+        if live is not None or backup is None:
+            continue
         ok, problem = _usable_backup(backup, name)
-        if backup is not None and not ok:
+        if not ok:
             where = f"{backups.NAMESPACE}/{name}"
             raise RefusedError(
                 f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is not migrated, the "
@@ -168,17 +177,53 @@ def choose_source(inputs: Inputs) -> Source:
                 f"want, mark it as a copy made by hand: kubectl label configmap -n "
                 f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it"
             )
-        if backup is not None:
-            usable[name] = backup
+        usable[name] = backup
     if CONFIG_NAME in usable:
         return Source(
             FROM_BACKUP,
             f"{gone} and the legacy ConfigMaps are gone; the backups hold the configuration "
             "(the CR was created again after the migration)",
-            usable.get(CONFIG_NAME),
-            usable.get(INFO_NAME),
+            usable[CONFIG_NAME],
+            info if info is not None else usable.get(INFO_NAME),
         )
+    if info is not None:
+        return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
     return Source(NOTHING, f"{gone} and no legacy configuration exists")
+
+
+def _fill_from_backups(
+    inputs: Inputs,
+) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """The live ConfigMaps, each missing one taken from its backup when that is usable; and
+    the backups so taken."""
+    found: dict[str, dict[str, Any] | None] = {}
+    taken: list[str] = []
+    for name, live in ((CONFIG_NAME, inputs.config_map), (INFO_NAME, inputs.info_map)):
+        backup = inputs.backups.get(name)
+        if live is None and backup is not None and _usable_backup(backup, name)[0]:
+            found[name] = backup
+            taken.append(f"{backups.NAMESPACE}/{name}")
+        else:
+            found[name] = live
+    return found, taken
+
+
+def _from_legacy(inputs: Inputs) -> Source:
+    """The running legacy installation's ConfigMaps; one that is missing is taken from its
+    backup when there is a usable one."""
+    found, taken = _fill_from_backups(inputs)
+    missing = [f"kyma-system/{name}" for name, configmap in found.items() if configmap is None]
+    running = legacy.describe(inputs.statefulset)
+    if missing:
+        raise RetryableError(
+            f"{running}, but its ConfigMap {' and '.join(missing)} is missing, so there is no "
+            "complete configuration to migrate; nothing was changed. The Kyma reconciler "
+            "installs it again on its next reconciliation, and a later run migrates it then. If "
+            "the legacy installation is gone for good, delete its StatefulSet "
+            f"({legacy.STATEFULSET_REF}); then there is nothing to migrate"
+        )
+    reason = running + (f"; from the backup: {', '.join(taken)}" if taken else "")
+    return Source(FROM_LEGACY, reason, found[CONFIG_NAME], found[INFO_NAME])
 
 
 def user_config(
@@ -305,7 +350,9 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
     if not source.migrates:
         raise AssertionError(f"nothing to plan: {source.reason}")
     config, as_text = user_config(source.config_map, inputs.spec_schema)
-    found_ports = ports(source.info_map)
+    # Without a legacy installation, a ConfigMap of ports that is gone everywhere (the backup
+    # recorded it missing) leaves the CR's ports as they are; a running one must have it.
+    found_ports = ports(source.info_map) if source.info_map or source.kind == FROM_LEGACY else {}
     mode = tenant_mode(inputs.cr, config, source.config_ref)
     spec_before = copy.deepcopy(inputs.cr.get("spec") or {})
     current_config = spec_before.get("config") or {}
@@ -321,6 +368,8 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
             "text, so its exact text is kept)"
         )
     for key, path in PORTS.items():
+        if key not in found_ports:
+            continue
         _set(new_config, path, found_ports[key])
         reasons[_dotted(("config", *path))] = f"{source.info_ref} key {key}"
 

@@ -249,30 +249,44 @@ def test_runs_as_a_process_with_json_logs(cluster: Cluster) -> None:
     assert any(line.get("object") == "kyma-system/connectivity-proxy" for line in lines)
 
 
-def test_every_fleet_configmap_migrates(cluster: Cluster, shared_fixtures: object) -> None:
-    """The 133 production ConfigMaps, onto the module's real CRD, with nothing lost."""
+@pytest.mark.parametrize(
+    "secret_name",
+    [
+        # What a real shared-mode cluster has (the CRD's default); every config runs here.
+        "connectivity-proxy-service-key",
+        # The name an early README gave: only the shared-mode configs, where it matters.
+        "connectivity-service-service-key",
+    ],
+)
+def test_every_fleet_configmap_migrates(
+    cluster: Cluster, shared_fixtures: object, secret_name: str
+) -> None:
+    """The 133 production ConfigMaps, onto the module's real CRD, with nothing lost; in
+    shared tenant mode with whichever service-key Secret the cluster has."""
     from pathlib import Path
 
     folder = Path(str(shared_fixtures))
     cluster.apply_file(folder / "connectivityproxy-crd.yaml")
     fleet = load_manifests(folder / "fleet-configmaps.yaml")
     assert len(fleet) == 133
+    shared_only = secret_name != "connectivity-proxy-service-key"
+    migrated = 0
     try:
         for index, configmap in enumerate(fleet):
+            config = yaml.safe_load(configmap["data"][legacy.CONFIG_KEY])
+            shared = config.get("tenantMode") == "shared"
+            if shared_only and not shared:
+                continue
             cluster.reset()
             for key in ("uid", "resourceVersion", "creationTimestamp"):
                 configmap["metadata"].pop(key, None)
-            config = yaml.safe_load(configmap["data"][legacy.CONFIG_KEY])
             objects = [configmap]
-            if config.get("tenantMode") == "shared":
+            if shared:
                 objects.append(
                     {
                         "apiVersion": "v1",
                         "kind": "Secret",
-                        "metadata": {
-                            "name": "connectivity-service-service-key",
-                            "namespace": "kyma-system",
-                        },
+                        "metadata": {"name": secret_name, "namespace": "kyma-system"},
                         "stringData": {"service_key": "{}"},
                     }
                 )
@@ -283,8 +297,13 @@ def test_every_fleet_configmap_migrates(cluster: Cluster, shared_fixtures: objec
             cr = cluster.cr()
             assert cr is not None
             assert_contains(cr["spec"]["config"], config, f"#{index} spec.config")
+            if shared:
+                secret_config = cr["spec"]["secretConfig"]["integration"]["connectivityService"]
+                assert secret_config["secretName"] == secret_name, f"#{index}"
+            migrated += 1
     finally:
         cluster.apply_file(FIXTURES / "crd-connectivityproxy.yaml")
+    assert migrated == (9 if shared_only else 133)
 
 
 def assert_contains(actual: object, expected: object, path: str) -> None:

@@ -10,13 +10,17 @@ Two variants per point, through the fault proxy in front of the real apiserver:
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from common.backups import NAMESPACE as BACKUP_NAMESPACE
 from common.backups import SOURCES, digest_problem
-from tests.support import chain, reports
+from tests.support import chain, reports, states
 from tests.support.cluster import Cluster
 from tests.support.faultproxy import KILL, FaultProxy, Rule, occurrences, respond
 
@@ -88,15 +92,18 @@ def _content(configmap: dict[str, Any]) -> dict[str, Any]:
     return {"data": configmap.get("data") or {}, "binaryData": configmap.get("binaryData") or {}}
 
 
-def test_the_chain_survives_a_crash_or_failure_at_every_write(
-    cluster: Cluster, fault_proxy: FaultProxy
-) -> None:
-    assert [step.name for step in chain.CHAIN] == ["cp-migrator", "cp-backup", "cp-cleaner"][
-        : len(chain.CHAIN)
-    ]
+def sweep(
+    cluster: Cluster,
+    fault_proxy: FaultProxy,
+    install: Callable[[], None],
+    recoverable: Callable[[], str],
+    title: str,
+) -> list[Outcome]:
+    """Interrupt the chain from `install`'s state at every write it sends (kill and fail), then
+    run it again: the result must equal an uninterrupted run's, and `recoverable()` (where the
+    configuration can be had back from) must never say LOST."""
     started = time.monotonic()
-    chain.fresh_install(cluster)
-    originals = user_configuration(cluster)
+    install()
     reference = chain.run_chain(fault_proxy.kubeconfig)
     assert reference.succeeded, reference.output()
     expected = chain.snapshot(cluster)
@@ -107,7 +114,7 @@ def test_the_chain_survives_a_crash_or_failure_at_every_write(
     for index, (key, occurrence, record) in enumerate(points, start=1):
         step = chain.step_of(record.request.user_agent)
         for variant in ("kill", "fail"):
-            chain.fresh_install(cluster)
+            install()
             fault_proxy.reset()
             if variant == "kill":
                 rule = fault_proxy.add(Rule.exactly(key, occurrence, KILL))
@@ -118,7 +125,7 @@ def test_the_chain_survives_a_crash_or_failure_at_every_write(
                 rule = fault_proxy.add(Rule.exactly(key, occurrence, respond(500), times=None))
                 interrupted = chain.run_chain(fault_proxy.kubeconfig, env=FAILING_RUN_ENV)
             # Measured at the interruption point, before anything repairs it.
-            recoverable = recoverable_from(cluster, originals)
+            found = recoverable()
             rerun = chain.run_chain(cluster.kubeconfig)
             problems = chain.differences(expected, chain.snapshot(cluster))
             outcome = Outcome(
@@ -127,22 +134,72 @@ def test_the_chain_survives_a_crash_or_failure_at_every_write(
                 request=record.request.describe() + (f" #{occurrence}" if occurrence > 1 else ""),
                 variant=variant,
                 interrupted=interrupted.stopped_at if rule.fired else "NOT REACHED",
-                recoverable_from=recoverable,
+                recoverable_from=found,
                 rerun=rerun.stopped_at,
                 final_state="same" if not problems else f"{len(problems)} difference(s)",
             )
             outcomes.append(outcome)
             assert rule.fired, f"point {index} ({variant}) was never reached"
-            assert recoverable != "LOST", f"{outcome}\n{interrupted.output()}"
+            assert found != "LOST", f"{outcome}\n{interrupted.output()}"
             assert rerun.succeeded, f"{outcome}\n{rerun.output()}"
             assert not problems, f"{outcome}\n" + "\n".join(problems)
 
     reports.add(
-        f"crash-point sweep: {len(points)} points x 2 variants in "
-        f"{time.monotonic() - started:.0f}s",
+        f"{title}: {len(points)} points x 2 variants in {time.monotonic() - started:.0f}s",
         reports.table(
             ["#", "step", "request", "variant", "interrupted run", "config in", "rerun", "final"],
             [o.row() for o in outcomes],
         ),
     )
     assert all(o.ok for o in outcomes)
+    return outcomes
+
+
+def test_the_chain_survives_a_crash_or_failure_at_every_write(
+    cluster: Cluster, fault_proxy: FaultProxy
+) -> None:
+    assert [step.name for step in chain.CHAIN] == ["cp-migrator", "cp-backup", "cp-cleaner"][
+        : len(chain.CHAIN)
+    ]
+    chain.fresh_install(cluster)
+    originals = user_configuration(cluster)
+    sweep(
+        cluster,
+        fault_proxy,
+        lambda: chain.fresh_install(cluster),
+        lambda: recoverable_from(cluster, originals),
+        "crash-point sweep",
+    )
+
+
+# Starting states of tests/support/states.py whose chain writes what the standard one does not:
+# a CR created again and migrated from the backups; copies by the original backup.sh kept
+# under another name before cp-backup writes its own; leftover ConfigMaps, one of them taken
+# from its backup.
+OTHER_STARTS = (
+    "ours:MBC|recreated|absent|none|as-left|present",
+    "go:M sh:B|kept|reconciler|both|as-left|present",
+    "ours:MB|recreated|absent|info|as-left|present",
+)
+
+
+@pytest.mark.parametrize("state_id", OTHER_STARTS)
+def test_the_chain_survives_a_crash_or_failure_at_every_write_from_other_states(
+    cluster: Cluster, fault_proxy: FaultProxy, state_id: str
+) -> None:
+    state = states.State(*state_id.split("|"))
+    env = states.ClusterEnv(cluster)
+
+    def install() -> None:
+        logging.disable(logging.CRITICAL)  # building the state runs the tools in-process
+        try:
+            env.reset(state)
+            states.build(env, state)
+        finally:
+            logging.disable(logging.NOTSET)
+
+    def recoverable() -> str:
+        found = states.where_config(env)
+        return "+".join(sorted(found.places)) if found.safe() else "LOST"
+
+    sweep(cluster, fault_proxy, install, recoverable, f"crash-point sweep from {state_id}")

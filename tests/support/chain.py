@@ -289,6 +289,8 @@ _VOLATILE_METADATA = (
 )
 _VOLATILE_ANNOTATIONS = (
     "backup.connectivityproxy.sap.com/time",
+    "backup.connectivityproxy.sap.com/preserved-time",
+    "backup.connectivityproxy.sap.com/preserved-uid",
     "backup.connectivityproxy.sap.com/source-uid",
     "backup.connectivityproxy.sap.com/source-resource-version",
 )
