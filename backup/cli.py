@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
 @shared_options
 def backup_main(**params: Any) -> None:
     """Keep a verified copy of the legacy Connectivity Proxy configuration.
@@ -17,8 +17,6 @@ def backup_main(**params: Any) -> None:
     Copies kyma-system/connectivity-proxy and kyma-system/connectivity-proxy-info into the
     namespace connectivity-proxy-backup, reads them back, compares digests, and then marks the
     CR kyma-system/connectivity-proxy connectivityproxy.sap.com/backed-up=true.
-
-    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
     """
     options = options_from(params)
 
@@ -34,7 +32,7 @@ def backup_main(**params: Any) -> None:
     run("backup", options, body)
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
 @shared_options
 @click.option(
     "--force",
@@ -55,8 +53,6 @@ def restore_main(**params: Any) -> None:
     Verifies the backups in connectivity-proxy-backup, then creates kyma-system/connectivity-proxy
     and kyma-system/connectivity-proxy-info where they are absent. One that exists and differs
     is shown as a diff and left alone, unless --force.
-
-    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
     """
     force = params.pop("force")
     from_preserved = tuple(params.pop("from_preserved"))

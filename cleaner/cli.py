@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
 @shared_options
 def main(**params: Any) -> None:
     """Hand ServiceMappings to the module and remove the legacy Connectivity Proxy.
@@ -18,8 +18,6 @@ def main(**params: Any) -> None:
     deletes the legacy 2.9.3 objects (never those the module owns; the user configuration
     only while it still matches its backup), then marks the CR kyma-system/connectivity-proxy
     connectivityproxy.sap.com/cleaned=true. Refused before cp-backup has run.
-
-    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
     """
     options = options_from(params)
 

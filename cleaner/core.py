@@ -12,6 +12,7 @@ strength of what its predecessor looked like.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Any
 from cleaner import access, observe
 from cleaner import plan as planning
 from common import cr as crnames
+from common import progress
 from common.errors import ApiError, CpError, RefusedError, RetryableError
 from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
@@ -33,6 +35,12 @@ MAX_ATTEMPTS = 3
 WORKERS = 16
 # Patches in flight at most, so thousands of ServiceMappings never pile up in memory.
 MAX_PENDING = 4 * WORKERS
+# What a signal leaves undone (the interrupt line, common.cli): all of it until the phases
+# start, then what the phases did not finish and the mark.
+MARK_TODO = f"the mark {crnames.ANNOTATION_CLEANED} on {CR_NAME}"
+START_TODO = (
+    f"all of it: the legacy objects to delete, the ServiceMappings to hand over, {MARK_TODO}"
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,13 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
     refusal = planning.refusal_before_backup(cr)
     if refusal:
         raise RefusedError(refusal)
+    if not settings.dry_run:
+        # Until the phases start (after observing), what a signal leaves undone is all of it.
+        progress.ledger().fulfil(progress.STEP_TODO)
+        progress.ledger().expect(START_TODO)
 
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner") as pool:
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner")
+    try:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return _attempt(kube, settings, cr, pool)
@@ -94,6 +107,10 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
                     "the object changed while we worked; reading the cluster again",
                     extra=fields(object=moved.ref, attempt=attempt),
                 )
+    finally:
+        # On a signal (or any failure): the requests in flight finish, those not yet sent are
+        # dropped, so the interrupt line (common.cli) counts exactly what was done.
+        pool.shutdown(wait=True, cancel_futures=True)
     raise AssertionError("unreachable")
 
 
@@ -147,11 +164,19 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
         raise refusal
     _check_access(kube, plan, pool)
 
-    deleted = sum(_delete(kube, delete) for delete in plan.deletes_first)
-    handover = _hand_over(kube, plan, pool, dry_run=False)
-    deleted += sum(pool.map(lambda delete: _delete(kube, delete), plan.deletes))
+    ledger = progress.ledger()
+    ledger.fulfil(START_TODO)
+    ledger.expect(MARK_TODO)
+    with ledger.phase(
+        "legacy object(s)", "deleted", "to delete", total=len(plan.all_deletes)
+    ) as deletions:
+        deleted = sum(_delete(kube, delete, deletions, first=True) for delete in plan.deletes_first)
+        handover = _hand_over(kube, plan, pool, dry_run=False)
+        deleted += sum(pool.map(lambda delete: _delete(kube, delete, deletions), plan.deletes))
     gone = len(plan.all_deletes) - deleted + len(plan.gone)
     marked = _mark(kube, cr)
+    ledger.fulfil(MARK_TODO)
+    ledger.note(f"{CR_NAME} marked cleaned")
     message = (
         f"cp-cleaner removed {deleted} legacy object(s) ({gone} already gone, {len(plan.kept)} "
         f"kept) and handed {handover.total} ServiceMapping(s) to the module "
@@ -190,7 +215,13 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
         )
 
 
-def _delete(kube: Kube, delete: planning.Delete) -> bool:
+def _delete(
+    kube: Kube,
+    delete: planning.Delete,
+    deletions: progress.Phase | None = None,
+    *,
+    first: bool = False,
+) -> bool:
     """Delete one object under its preconditions; False when it was already gone."""
     target = delete.target
     kind = target.kind
@@ -207,6 +238,10 @@ def _delete(kube: Kube, delete: planning.Delete) -> bool:
         f"deleted: {delete.reason}" if existed else "already gone",
         extra=fields(object=target.ref, kind=kind.name),
     )
+    if deletions is not None:
+        deletions.advance()
+    if first:
+        progress.ledger().note(f"{kind.name} {target.ref} deleted first")
     return existed
 
 
@@ -225,24 +260,34 @@ def _hand_over(kube: Kube, plan: planning.Plan, pool: Executor, *, dry_run: bool
         log.info("handed over the CRD", extra=fields(object=planning.MAPPING_CRD))
     version = plan.mapping_version
     pending: deque[Future[None]] = deque()
-    for page in observe.mapping_pages(kube, version):
-        for meta in page:
-            result.total += 1
-            patch = planning.handover_patch(meta)
-            if patch is None:
-                continue
-            result.patched += 1
-            if dry_run:
-                result.would_patch.append(
-                    f"{planning.MAPPING_PLURAL}.{planning.MAPPING_GROUP} "
-                    f"{observe.mapping_ref(meta)}  (hand over to the module)"
-                )
-                continue
-            pending.append(pool.submit(_patch_mapping, kube, version, meta, patch))
-            while len(pending) > MAX_PENDING:
-                pending.popleft().result()
-    while pending:
-        pending.popleft().result()
+    with contextlib.ExitStack() as stack:
+        phase: progress.Phase | None = None
+        if not dry_run:
+            phase = stack.enter_context(
+                progress.ledger().phase("ServiceMappings", "handed over", "to hand over")
+            )
+        for page in observe.mapping_pages(kube, version, phase.set_total if phase else None):
+            for meta in page:
+                result.total += 1
+                patch = planning.handover_patch(meta)
+                if patch is None:
+                    if phase is not None:
+                        phase.advance()
+                    continue
+                result.patched += 1
+                if dry_run:
+                    result.would_patch.append(
+                        f"{planning.MAPPING_PLURAL}.{planning.MAPPING_GROUP} "
+                        f"{observe.mapping_ref(meta)}  (hand over to the module)"
+                    )
+                    continue
+                pending.append(pool.submit(_patch_mapping, kube, version, meta, patch, phase))
+                while len(pending) > MAX_PENDING:
+                    pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+        if phase is not None:
+            phase.set_total(result.total)
     log.info(
         "ServiceMappings handed over" if not dry_run else "ServiceMappings to hand over",
         extra=fields(
@@ -256,7 +301,13 @@ def _hand_over(kube: Kube, plan: planning.Plan, pool: Executor, *, dry_run: bool
     return result
 
 
-def _patch_mapping(kube: Kube, version: str, meta: dict[str, Any], patch: dict[str, Any]) -> None:
+def _patch_mapping(
+    kube: Kube,
+    version: str,
+    meta: dict[str, Any],
+    patch: dict[str, Any],
+    phase: progress.Phase | None = None,
+) -> None:
     # No uid precondition: a mapping recreated meanwhile must be handed over just the same, and
     # merging labels and annotations is idempotent, so a repeat (retry, rerun) is harmless.
     try:
@@ -272,8 +323,10 @@ def _patch_mapping(kube: Kube, version: str, meta: dict[str, Any], patch: dict[s
     except ApiError as err:
         if err.status != 404:  # deleted meanwhile: nothing left to hand over
             raise
-        return
-    log.debug("handed over", extra=fields(object=observe.mapping_ref(meta)))
+    else:
+        log.debug("handed over", extra=fields(object=observe.mapping_ref(meta)))
+    if phase is not None:
+        phase.advance()
 
 
 def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -172,14 +172,21 @@ def read_mapping_crd(kube: Kube) -> dict[str, Any] | None:
     return kube.get(MAPPING_CRD_PATH)
 
 
-def mapping_pages(kube: Kube, version: str) -> Iterator[list[dict[str, Any]]]:
+def mapping_pages(
+    kube: Kube, version: str, on_total: Callable[[int], None] | None = None
+) -> Iterator[list[dict[str, Any]]]:
     """ServiceMappings' metadata page by page, across all namespaces when they are namespaced
-    (the collection path without a namespace lists every namespace)."""
+    (the collection path without a namespace lists every namespace). `on_total` learns the
+    total from the first page when the apiserver tells it (remainingItemCount; for progress)."""
     path = resource_path(planning.MAPPING_GROUP, version, planning.MAPPING_PLURAL)
     query: dict[str, str | int] = {"limit": PAGE_SIZE}
     while True:
         page = kube.request("GET", path, query=query, accept=METADATA_LIST)
-        yield [item["metadata"] for item in page.get("items") or []]
+        items = page.get("items") or []
+        if on_total is not None and "continue" not in query:
+            remaining = (page.get("metadata") or {}).get("remainingItemCount")
+            on_total(len(items) + (remaining if isinstance(remaining, int) else 0))
+        yield [item["metadata"] for item in items]
         token = (page.get("metadata") or {}).get("continue")
         if not token:
             return

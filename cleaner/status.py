@@ -23,13 +23,31 @@ OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, O
 WORKERS = 8
 
 
+PARTS = ("legacy", "crd", "cr", "backup", "serviceMappings", "operator")
+
+
 def _part(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One part of the status; an apiserver error (403, 500, ...) is reported in its place.
     No answer at all (ConnectionFailed) is not caught: then cp-status fails (exit 1)."""
     try:
         return read()
     except ApiError as err:
-        return {"error": str(err)}
+        return _error_part(err)
+
+
+def _error_part(err: ApiError) -> dict[str, Any]:
+    if err.status == 403:
+        return {"error": f"forbidden: {err.method} {err.path}: {err.api_message}", "status": 403}
+    return {"error": str(err), "status": err.status}
+
+
+def readable(status: dict[str, Any]) -> bool:
+    """Whether any part could be read at all (cp-status exits 1 when none could)."""
+    return any("error" not in status[name] for name in PARTS)
+
+
+def _deleting(meta: dict[str, Any] | None) -> bool:
+    return bool(meta and meta.get("deletionTimestamp"))
 
 
 def gather(kube: Kube) -> dict[str, Any]:
@@ -38,9 +56,7 @@ def gather(kube: Kube) -> dict[str, Any]:
         crd = pool.submit(_part, lambda: {"exists": crnames.crd_exists(kube)})
         found_backups = pool.submit(_part, lambda: _backup_namespace(kube))
         mappings = pool.submit(_part, lambda: _mappings(kube))
-        operator = pool.submit(
-            _part, lambda: {"exists": kube.get(OPERATOR_PATH, accept=METADATA_ONLY) is not None}
-        )
+        operator = pool.submit(_part, lambda: _operator(kube))
         legacy = _part(lambda: _legacy(kube, pool))
         backup_part = found_backups.result()
         cr_part = cr.result()
@@ -69,6 +85,7 @@ def _cr(kube: Kube) -> dict[str, Any]:
         return {"exists": False}
     return {
         "exists": True,
+        "beingDeleted": _deleting(cr.get("metadata")),
         "state": (cr.get("status") or {}).get("state"),
         "migrated": crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED),
         "backedUp": crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP),
@@ -88,6 +105,14 @@ def _backup_namespace(kube: Kube) -> dict[str, Any]:
     }
 
 
+def _operator(kube: Kube) -> dict[str, Any]:
+    deployment = kube.get(OPERATOR_PATH, accept=METADATA_ONLY)
+    return {
+        "exists": deployment is not None,
+        "beingDeleted": _deleting((deployment or {}).get("metadata")),
+    }
+
+
 def _legacy(kube: Kube, pool: ThreadPoolExecutor) -> dict[str, Any]:
     reads, skipped = planning.reads(observe.discover(kube))
     return summarize_legacy(observe.read_legacy(kube, reads, pool), skipped)
@@ -97,6 +122,7 @@ def summarize_legacy(read: observe.Legacy, skipped: list[planning.Kind]) -> dict
     found = read.found
     remaining: list[str] = []
     kept: list[str] = []
+    deleting: list[str] = []
     for obj in planning.LEGACY_OBJECTS:
         meta = found.get(obj)
         if meta is None:
@@ -106,10 +132,13 @@ def summarize_legacy(read: observe.Legacy, skipped: list[planning.Kind]) -> dict
             kept.append(f"{obj}: {owned}")
         else:
             remaining.append(str(obj))
+            if _deleting(meta):
+                deleting.append(str(obj))
     live = dict(read.digests)
     return {
         "present": bool(remaining),
         "remaining": remaining,
+        "beingDeleted": deleting,
         "keptByModule": kept,
         "kindsNotServed": [kind.name for kind in skipped],
         "_live": live,
@@ -130,6 +159,7 @@ def _backup(
         backup = found.get(name)
         item: dict[str, Any] = {"name": name, "present": backup is not None}
         if backup is not None:
+            item["beingDeleted"] = _deleting(backup.get("metadata"))
             item["digest"] = backups.backup_problem(backup, name) or "verified"
             digest = live.get(name)
             problem = planning.user_config_problem(
@@ -175,13 +205,16 @@ def _mappings(kube: Kube) -> dict[str, Any]:
     if crd is None:
         return {"crdExists": False}
     version = planning.mapping_version(crd)
-    total = handed_over = 0
+    total = handed_over = deleting = 0
     if version is not None:
         for page in observe.mapping_pages(kube, version):
             total += len(page)
             handed_over += sum(planning.handover_patch(meta) is None for meta in page)
+            deleting += sum(_deleting(meta) for meta in page)
     return {
         "crdExists": True,
+        "crdBeingDeleted": _deleting(crd.get("metadata")),
+        "beingDeleted": deleting,
         "scope": (crd.get("spec") or {}).get("scope"),
         "crdHandedOver": planning.handover_patch(crd.get("metadata") or {}) is None,
         "total": total,
@@ -201,6 +234,12 @@ def _error(part: dict[str, Any]) -> str | None:
     return f"unknown ({part['error']})" if "error" in part else None
 
 
+def _exists(part: dict[str, Any]) -> str:
+    if not part["exists"]:
+        return "absent"
+    return "exists, being deleted (Terminating)" if part.get("beingDeleted") else "exists"
+
+
 def render_table(status: dict[str, Any]) -> str:
     legacy, crd, cr = status["legacy"], status["crd"], status["cr"]
     backup, mappings, operator = status["backup"], status["serviceMappings"], status["operator"]
@@ -210,17 +249,21 @@ def render_table(status: dict[str, Any]) -> str:
     if state is None:
         count = len(legacy["remaining"])
         state = f"present: {count} legacy object(s) remain" if count else "absent"
+        if legacy.get("beingDeleted"):
+            state += f", {len(legacy['beingDeleted'])} of them being deleted"
         if legacy["keptByModule"]:
             state += f" ({len(legacy['keptByModule'])} with legacy names kept: module-owned)"
     rows.append(("legacy installation", state))
 
-    rows.append((f"CRD {crd['name']}", _error(crd) or ("exists" if crd["exists"] else "absent")))
+    rows.append((f"CRD {crd['name']}", _error(crd) or _exists(crd)))
 
     state = _error(cr)
     if state is None:
         if cr["exists"]:
+            deleting = " being deleted (Terminating)," if cr.get("beingDeleted") else ""
             state = (
-                f"exists, state {cr.get('state') or '-'}; migrated {_yes(cr['migrated'])}, "
+                f"exists,{deleting} state {cr.get('state') or '-'}; migrated "
+                f"{_yes(cr['migrated'])}, "
                 f"backed-up {_yes(cr['backedUp'])}, cleaned {_yes(cr['cleaned'])}"
             )
             if cr.get("orphanedLegacyConfig"):
@@ -238,6 +281,9 @@ def render_table(status: dict[str, Any]) -> str:
             state = "absent"
         else:
             state = "present, digests verify" if backup["verified"] else "present, NOT verified"
+            backups_deleting = [i["name"] for i in backup["items"] if i.get("beingDeleted")]
+            if backups_deleting:
+                state += "; being deleted: " + ", ".join(backups_deleting)
             changed = [
                 i["name"] for i in backup["items"] if str(i.get("live", "")).startswith("not safe")
             ]
@@ -258,12 +304,16 @@ def render_table(status: dict[str, Any]) -> str:
                 f"{mappings['handedOver']} of {mappings['total']} handed over "
                 f"({mappings['scope']} scope; CRD handed over {_yes(mappings['crdHandedOver'])})"
             )
+            if mappings.get("beingDeleted"):
+                state += f"; {mappings['beingDeleted']} being deleted"
+            if mappings.get("crdBeingDeleted"):
+                state += "; the CRD is being deleted (Terminating)"
     rows.append(("ServiceMappings", state))
 
     rows.append(
         (
             f"operator Deployment {operator['name']}",
-            _error(operator) or ("exists" if operator["exists"] else "absent"),
+            _error(operator) or _exists(operator),
         )
     )
 
@@ -276,6 +326,7 @@ def render_table(status: dict[str, Any]) -> str:
             if item["present"]:
                 lines.append(
                     f"  {item['name']}: digest {item['digest']}; live ConfigMap {item['live']}"
+                    + ("; being deleted" if item.get("beingDeleted") else "")
                 )
             else:
                 lines.append(f"  {item['name']}: {item.get('note', 'no backup')}")
@@ -286,8 +337,12 @@ def render_table(status: dict[str, Any]) -> str:
             )
     if "error" not in legacy:
         if legacy["remaining"]:
+            being_deleted = set(legacy.get("beingDeleted", []))
             lines += ["", "remaining legacy objects:"]
-            lines += [f"  {item}" for item in legacy["remaining"]]
+            lines += [
+                f"  {item}" + ("  (being deleted)" if item in being_deleted else "")
+                for item in legacy["remaining"]
+            ]
         if legacy["keptByModule"]:
             lines += ["", "legacy names the module owns (kept):"]
             lines += [f"  {item}" for item in legacy["keptByModule"]]

@@ -6,10 +6,11 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, STATUS_EXIT_CODES, options_from, read_only_options, run
+from common.errors import RetryableError
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=STATUS_EXIT_CODES)
 @click.option(
     "-o",
     "--output",
@@ -26,8 +27,6 @@ def main(**params: Any) -> None:
     The legacy installation and which of its objects remain, the ConnectivityProxy CRD and CR
     (status.state, migrated / backed-up / cleaned), the backup and whether its digests verify,
     the ServiceMappings handed over, and the module's operator Deployment. Read-only.
-
-    Exit codes: 0 (whatever the state), 1 the cluster cannot be reached, 2 usage.
     """
     output = params.pop("output")
     options = options_from(params)
@@ -35,7 +34,7 @@ def main(**params: Any) -> None:
     def body() -> None:
         import json
 
-        from cleaner.status import gather, render_table
+        from cleaner.status import gather, readable, render_table
         from common.cli import connect
 
         status = gather(connect(options, "status"))
@@ -43,6 +42,11 @@ def main(**params: Any) -> None:
             click.echo(json.dumps(status, indent=2))
         else:
             click.echo(render_table(status), nl=False)
+        if not readable(status):
+            raise RetryableError(
+                "cp-status could read nothing: every read failed (see the rows above); "
+                "check the kubeconfig's identity and its permissions"
+            )
 
     run("status", options, body)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common.errors import RefusedError
@@ -24,9 +27,10 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
     """Parse one YAML document that must be a mapping of JSON-compatible values.
 
     `where` names the source (for example ``kyma-system/connectivity-proxy key
-    connectivity-proxy-config.yml``); every refusal names it, and the field path or line.
+    connectivity-proxy-config.yml``); every refusal names it, and the field path or the line
+    and column. No input raises anything but RefusedError (tests/test_configmap_fuzz.py).
     """
-    return parse_yaml_config(text, where)[0]
+    return parse_yaml_document(text, where).data
 
 
 # A field path inside a parsed document: mapping keys, and "[]" for any list item.
@@ -44,7 +48,80 @@ def parse_yaml_config(
     scalar that YAML would read as a number, boolean or date is taken as its exact source
     text instead (`0443` stays "0443", never 291). Returns the data and those fields with
     their text."""
-    size = len(text.encode("utf-8"))
+    parsed = parse_yaml_document(text, where, text_at)
+    return parsed.data, parsed.as_text
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A plain (unquoted) scalar that YAML 1.1 reads as something other than a string."""
+
+    path: str  # ".servers.proxy.http.port", as in every refusal
+    keys: tuple[str | int, ...]  # the same path as keys and list indexes
+    text: str  # the source text, exactly as written
+    value: Any  # what YAML 1.1 reads it as
+    line: int
+    column: int
+
+    @property
+    def surprise(self) -> str | None:
+        """How YAML 1.1 reads it differently from what the text suggests, or None."""
+        return yaml11_surprise(self.text, self.value)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    data: dict[str, Any]
+    # Every plain scalar still read as a non-string, by field path, with its source text (for
+    # the YAML 1.1 warnings).
+    scalars: dict[str, Scalar] = field(default_factory=dict)
+    # The fields `text_at` took as their source text, with that text.
+    as_text: list[tuple[FieldPath, str]] = field(default_factory=list)
+
+    @property
+    def surprises(self) -> list[Scalar]:
+        return [s for s in self.scalars.values() if s.surprise is not None]
+
+
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_BINARY = re.compile(r"[-+]?0b[01_]+")
+_BOOLEAN_WORDS = ("yes", "no", "on", "off")
+
+
+def yaml11_surprise(text: str, value: Any) -> str | None:
+    """Why YAML 1.1's reading of a plain scalar differs from what its text suggests."""
+    if isinstance(value, bool):
+        if text.lower() in _BOOLEAN_WORDS:
+            return f"YAML 1.1 reads the word {text!r} as the boolean {str(value).lower()}"
+        return None
+    if isinstance(value, int | float):
+        if _SEXAGESIMAL.fullmatch(text):
+            return f"YAML 1.1 reads {text!r} as a base-60 (sexagesimal) number, {value}"
+        if _OCTAL.fullmatch(text) and text.lstrip("+-").rstrip("_") not in ("0", ""):
+            return f"YAML 1.1 reads {text!r} as an octal number (leading zero), {value}"
+        if _BINARY.fullmatch(text):
+            return f"YAML 1.1 reads {text!r} as a binary number, {value}"
+    return None
+
+
+def parse_yaml_document(
+    text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
+) -> Parsed:
+    """parse_yaml_config, with the source text of every non-string plain scalar."""
+    try:
+        return _parse(text, where, text_at)
+    except RefusedError:
+        raise
+    except Exception as err:  # never a traceback: whatever the input, a refusal naming it
+        raise RefusedError(
+            f"{where}: the YAML cannot be read ({type(err).__name__}: {_clip(str(err))}); "
+            "nothing was changed"
+        ) from err
+
+
+def _parse(text: str, where: str, text_at: Callable[[FieldPath], bool] | None) -> Parsed:
+    size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_YAML_BYTES:
         raise RefusedError(f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed")
     if not text.strip():
@@ -53,9 +130,12 @@ def parse_yaml_config(
     # ~20 ms of their cold start.
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    loader: Any = None
     as_text: list[tuple[FieldPath, str]] = []
     try:
+        # The reader checks every character when it is created: inside the try, so that a
+        # control character is a refusal naming its position, not a traceback.
+        loader = _loader_class()(text)
         node = loader.get_single_node()
         if node is None:
             raise RefusedError(f"{where}: the YAML document is empty")
@@ -63,19 +143,25 @@ def parse_yaml_config(
         if text_at is not None:
             _retag_as_text(node, (), text_at, as_text)
         data = loader.construct_document(node)
+    except yaml.reader.ReaderError as err:
+        raise RefusedError(f"{where}: invalid YAML: {_describe_reader(err, text)}") from err
     except yaml.MarkedYAMLError as err:
         raise RefusedError(f"{where}: invalid YAML: {_describe(err, text)}") from err
     except yaml.YAMLError as err:
-        raise RefusedError(f"{where}: invalid YAML: {err}") from err
+        raise RefusedError(f"{where}: invalid YAML: {_clip(str(err))}") from err
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         raise RefusedError(f"{where}: the YAML document is empty")
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
         raise RefusedError(f"{where}: the YAML document is {kind}, not a mapping")
     _check_values(data, where, "")
-    return data, as_text
+    _remember_credentials(data)
+    scalars: dict[str, Scalar] = {}
+    _collect_scalars(node, data, (), scalars)
+    return Parsed(data=data, scalars=scalars, as_text=as_text)
 
 
 def _retag_as_text(
@@ -103,6 +189,79 @@ def _retag_as_text(
         found.append((path, str(node.value)))
 
 
+_LOADER: Any = None
+
+
+def _loader_class() -> Any:
+    """SafeLoader that bounds the nesting while composing (the composer recurses: 5,000
+    nested `[` would otherwise be a RecursionError) and names the position of any value it
+    cannot construct (an integer of more than 4,300 digits, a date that does not exist)."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH + 1:
+                    raise yaml.composer.ComposerError(
+                        None,
+                        None,
+                        f"nested deeper than {MAX_DEPTH} levels",
+                        self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep)
+            except yaml.YAMLError:
+                raise
+            except Exception as err:
+                problem = f"this value cannot be read ({type(err).__name__}: {_clip(str(err))})"
+                if "integer string conversion" in str(err):
+                    problem = (
+                        f"an integer of {len(str(node.value))} digits, more than the "
+                        f"{sys.get_int_max_str_digits()} Python reads and the CR can hold "
+                        "(quote it to make it a string)"
+                    )
+                raise yaml.constructor.ConstructorError(
+                    None, None, problem, node.start_mark
+                ) from err
+
+    _LOADER = Loader
+    return Loader
+
+
+def _clip(message: str, limit: int = 300) -> str:
+    message = message.replace("\n", " ")
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
+def _position(text: str, index: int) -> str:
+    index = max(0, min(index, len(text)))
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _describe_reader(err: Any, text: str) -> str:
+    character = err.character
+    code = ord(character) if isinstance(character, str) else int(character)
+    escape = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return (
+        f"the control character U+{code:04X} is not allowed in YAML, at "
+        f"{_position(text, int(err.position))} (remove it, or write it as the escape "
+        f'"{escape}" inside a double-quoted string)'
+    )
+
+
 def _describe(err: yaml.MarkedYAMLError, text: str) -> str:
     mark = err.problem_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -114,6 +273,61 @@ def _describe(err: yaml.MarkedYAMLError, text: str) -> str:
     if "\t" in text and ("\\t" in problem or "tab" in problem.lower()):
         problem += " (YAML forbids tabs for indentation; use spaces)"
     return f"{problem} at {where}"
+
+
+def _collect_scalars(
+    node: Any, value: Any, keys: tuple[str | int, ...], found: dict[str, Scalar]
+) -> None:
+    """Walk the composed nodes and the constructed data together. The constructor flattened
+    merge keys into each mapping node, in order, so the last pair for a key is the one the
+    dict holds."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode) and isinstance(value, dict):
+        last: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                last[key_node.value] = value_node
+        for key, value_node in last.items():
+            if key in value:
+                _collect_scalars(value_node, value[key], (*keys, key), found)
+    elif isinstance(node, yaml.SequenceNode) and isinstance(value, list):
+        for index, (item_node, item) in enumerate(zip(node.value, value, strict=False)):
+            _collect_scalars(item_node, item, (*keys, index), found)
+    elif (
+        isinstance(node, yaml.ScalarNode)
+        and node.style is None
+        and not isinstance(value, str)
+        and isinstance(value, bool | int | float)
+    ):
+        path = _path(keys)
+        found[path] = Scalar(
+            path=path,
+            keys=keys,
+            text=node.value,
+            value=value,
+            line=int(node.start_mark.line) + 1,
+            column=int(node.start_mark.column) + 1,
+        )
+
+
+def _remember_credentials(value: Any) -> None:
+    """Values under credential-looking keys, at any depth, are masked in every later output."""
+    from common import redact
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if redact.is_secret_key(key):
+                redact.remember_all(item)
+            else:
+                _remember_credentials(item)
+    elif isinstance(value, list):
+        for item in value:
+            _remember_credentials(item)
+
+
+def _path(keys: tuple[str | int, ...]) -> str:
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
 
 
 def _check_nodes(root: yaml.Node, where: str) -> None:
@@ -209,3 +423,51 @@ def content_digest(configmap: dict[str, Any]) -> str:
         ensure_ascii=False,
     )
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Yaml11Warning:
+    path: str  # the field path in the configuration (".servers.proxy.http.port")
+    message: str
+
+
+_UNSET: Any = object()
+
+
+def yaml11_warnings(text: str, where: str, taken: Any = _UNSET) -> list[Yaml11Warning]:
+    """One warning per plain scalar that YAML 1.1 reads differently from what its text
+    suggests (sexagesimal `1:20` = 80, octal `0755` = 493, `on`/`off`/`yes`/`no` = booleans),
+    naming the field and the value taken. `taken` is what the step made of the document (the
+    same keys; for the migrator, spec.config after merging): a field it took as the source
+    text says so. Text that does not parse gives no warnings (its refusal says why)."""
+    try:
+        parsed = parse_yaml_document(text, where)
+    except RefusedError:
+        return []
+    found: list[Yaml11Warning] = []
+    for scalar in parsed.surprises:
+        value = scalar.value if taken is _UNSET else _lookup(taken, scalar.keys, scalar.value)
+        if value == scalar.text and isinstance(value, str):
+            continue  # taken as its text (a field the CRD types as string): no surprise
+        outcome = (
+            f"the value taken is {json.dumps(value)}; write {json.dumps(scalar.text)} "
+            "(quoted) if you meant the text"
+        )
+        found.append(
+            Yaml11Warning(
+                path=scalar.path,
+                message=f"{where}: {scalar.path} (line {scalar.line}): {scalar.surprise}; "
+                + outcome,
+            )
+        )
+    return found
+
+
+def _lookup(root: Any, keys: tuple[str | int, ...], default: Any) -> Any:
+    node = root
+    for key in keys:
+        in_list = isinstance(key, int) and isinstance(node, list) and key < len(node)
+        if not in_list and not (isinstance(node, dict) and key in node):
+            return default
+        node = node[key]
+    return node

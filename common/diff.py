@@ -1,27 +1,20 @@
-"""Readable unified diffs of plain data, with secret-looking values masked."""
+"""Readable unified diffs of plain data, with credentials masked (common.redact): by key at
+any depth, inside embedded YAML, and by value."""
 
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any
 
 import yaml
 
-MASK = "<redacted>"
-# Key names whose values are credentials; names of secrets and keys are not.
-_SECRET_KEY = re.compile(r"(secretData|password|passwd|token|clientSecret|privateKey)$", re.I)
+from common import redact as redaction
+
+MASK = redaction.MASK
 
 
 def redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: (MASK if isinstance(key, str) and _SECRET_KEY.search(key) else redact(item))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
+    return redaction.data(value)
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -38,8 +31,12 @@ _BlockDumper.add_representer(str, _represent_str)
 
 
 def to_yaml(value: Any) -> str:
+    return redaction.scrub(_dump(redact(value)))
+
+
+def _dump(value: Any) -> str:
     return yaml.dump(
-        redact(value),
+        value,
         Dumper=_BlockDumper,
         sort_keys=True,
         default_flow_style=False,
@@ -50,9 +47,12 @@ def to_yaml(value: Any) -> str:
 
 def unified(before: Any, after: Any, before_name: str, after_name: str) -> str:
     """`diff -u` of the YAML renderings; empty when there is no difference."""
+    # Both sides are redacted before either is rendered: a value remembered from one side is
+    # then masked in the other too.
+    before, after = redact(before), redact(after)
     lines = difflib.unified_diff(
-        to_yaml(before).splitlines(keepends=True),
-        to_yaml(after).splitlines(keepends=True),
+        redaction.scrub(_dump(before)).splitlines(keepends=True),
+        redaction.scrub(_dump(after)).splitlines(keepends=True),
         fromfile=before_name,
         tofile=after_name,
     )

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from common.redact import scrub
+
 _FIELDS = "fields"
 
 
@@ -18,12 +20,20 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
-        line.update(getattr(record, _FIELDS, {}))
+        line.update(
+            {k: scrub(v) if isinstance(v, str) else v for k, v in _fields_of(record).items()}
+        )
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, sort_keys=False)
+            line["exception"] = scrub(self.formatException(record.exc_info))
+        # Scrubbed last, so that no remembered credential passes in any part of the line.
+        return scrub(json.dumps(line, default=str, sort_keys=False))
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    found: dict[str, Any] = getattr(record, _FIELDS, {})
+    return found
 
 
 class TextFormatter(logging.Formatter):
@@ -33,11 +43,12 @@ class TextFormatter(logging.Formatter):
         text = f"{record.levelname:<7} {record.name}: {record.getMessage()}{extra}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return scrub(text)
 
 
-def setup(log_format: str, verbosity: int, stream: Any = None) -> None:
-    """Configure the root logger once per process; `auto` picks JSON when stderr is no tty."""
+def setup(log_format: str, verbosity: int, stream: Any = None) -> str:
+    """Configure the root logger once per process; `auto` picks JSON when stderr is no tty.
+    Returns the format chosen (json or text)."""
     stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
@@ -48,6 +59,7 @@ def setup(log_format: str, verbosity: int, stream: Any = None) -> None:
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     # urllib3 warns per request on some setups; its own lines only add noise at -v.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    return log_format
 
 
 def fields(**values: Any) -> dict[str, Any]:

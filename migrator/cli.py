@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
 @shared_options
 @click.option(
     "--service-key-secret",
@@ -30,8 +30,6 @@ def main(**params: Any) -> None:
     Reads kyma-system/connectivity-proxy (key connectivity-proxy-config.yml) and the ports in
     kyma-system/connectivity-proxy-info, writes them into the CR kyma-system/connectivity-proxy
     and marks it connectivityproxy.sap.com/migrated=true.
-
-    Exit codes: 0 done or nothing to do, 1 retry may help, 2 usage, 3 refused (nothing changed).
     """
     service_key_secret = params.pop("service_key_secret") or None
     migrate_orphaned = params.pop("migrate_orphaned")

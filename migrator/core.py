@@ -10,6 +10,7 @@ from typing import Any
 
 from common import backups, diff, legacy
 from common import cr as crnames
+from common.configmap import yaml11_warnings
 from common.errors import ApiError, RefusedError, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
@@ -75,6 +76,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         return _record_orphaned(kube, inputs, settings)
 
     plan = planning.plan(_with_secrets(kube, inputs), source)
+    _warn_yaml11(source, plan.spec_after)
     for path, text in plan.as_text:
         log.info(
             f"{path}: the CRD wants text; kept the YAML value as its exact text {text!r}",
@@ -190,6 +192,21 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
     marked = kube.merge_patch(crnames.CR_PATH, patch, retry_safe=True)
     crnames.record_event(kube, marked, "OrphanedLegacyConfig", message, "cp-migrator")
     return Outcome(summary=f"nothing migrated: {message}", changed=True)
+
+
+def _warn_yaml11(source: planning.Source, spec_after: dict[str, Any]) -> None:
+    """A YAML 1.1 reading the text does not suggest (`1:20` = 80, `0755` = 493, `off` = false)
+    is logged with the field and the value taken (common.configmap); a field taken as its
+    text (plan.as_text) is no surprise."""
+    text = ((source.config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
+    if not isinstance(text, str):
+        return
+    where = f"ConfigMap {source.config_ref} key {planning.CONFIG_KEY}"
+    for warning in yaml11_warnings(text, where, taken=spec_after.get("config")):
+        log.warning(
+            warning.message,
+            extra=fields(object=source.config_ref, key=planning.CONFIG_KEY, field=warning.path),
+        )
 
 
 def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:

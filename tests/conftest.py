@@ -80,6 +80,17 @@ def shared_fixtures() -> Path:
     return SHARED_FIXTURES
 
 
+@pytest.fixture(autouse=True)
+def _forget_redacted_values() -> Iterator[None]:
+    """Values masked by value (common.redact) are remembered for a process's life: one run
+    of a tool. Tests run many tools in one process, so each starts from nothing remembered."""
+    from common import redact
+
+    redact.forget_all()
+    yield
+    redact.forget_all()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()) or "control_plane" in getattr(

@@ -98,3 +98,63 @@ def test_digest_is_canonical_and_content_only() -> None:
     assert content_digest(one) == content_digest(two)
     assert content_digest(one) != content_digest({"data": {"a": "1"}})
     assert content_digest(one).startswith("sha256:")
+
+
+# -- YAML 1.1 readings the text does not suggest (issue 14, item 8) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "value", "what"),
+    [
+        ("port: 1:20\n", ".port", 80, "sexagesimal"),
+        ("time: 1:20.5\n", ".time", 80.5, "sexagesimal"),
+        ("mode: 0755\n", ".mode", 493, "octal"),
+        ("mask: 0b11\n", ".mask", 3, "binary"),
+        ("ha: off\n", ".ha", False, "'off'"),
+        ("list: [a, yes]\n", ".list[1]", True, "'yes'"),
+        ("a:\n  b:\n    c: On\n", ".a.b.c", True, "'On'"),
+        ("<<: {merged: no}\n", ".merged", False, "'no'"),
+    ],
+)
+def test_yaml11_surprises_are_found_with_field_source_text_and_value(
+    text: str, path: str, value: object, what: str
+) -> None:
+    from common.configmap import parse_yaml_document, yaml11_warnings
+
+    parsed = parse_yaml_document(text, WHERE)
+    [surprise] = parsed.surprises
+    assert (surprise.path, surprise.value) == (path, value)
+    assert surprise.text in text
+    assert what in (surprise.surprise or "")
+    [warning] = yaml11_warnings(text, WHERE)
+    assert warning.path == path
+    assert warning.message.startswith(f"{WHERE}: {path} (line ")
+    assert "the value taken is" in warning.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 80\n",
+        "a: true\n",
+        "a: false\n",
+        "a: 0\n",
+        "a: 0x1F\n",
+        "a: 1.5\n",
+        "a: '1:20'\n",
+        "a: x\n",
+    ],
+)
+def test_what_reads_as_written_gives_no_warning(text: str) -> None:
+    from common.configmap import yaml11_warnings
+
+    assert yaml11_warnings(text, WHERE) == []
+
+
+def test_a_field_taken_as_its_source_text_gives_no_warning() -> None:
+    from common.configmap import parse_yaml_document, yaml11_warnings
+
+    assert parse_yaml_document("ha: off\nport: 8\n", WHERE).scalars[".ha"].text == "off"
+    # The field was taken as its text (migrator.plan, where the CRD wants a string): no
+    # surprise, so no warning (the migrator logs that it kept the text).
+    assert yaml11_warnings("ha: off\n", WHERE, taken={"ha": "off"}) == []

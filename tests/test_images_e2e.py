@@ -18,6 +18,7 @@ import pytest
 
 from common import backups
 from common import cr as crnames
+from common.cli import package_version
 from common.kube import resource_path
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, REPO, Cluster, load_manifests
@@ -184,6 +185,14 @@ def test_console_scripts_run_read_only_as_1337(
         )
         assert run.exit_code == 0, run.output
         assert f"Usage: {script}" in run.stdout
+        assert "Exit codes:" in run.stdout
+        # --version: the package version and the git revision the image was built from.
+        revision = inspect(images[step])["Config"]["Labels"]["org.opencontainers.image.revision"]
+        run = run_container(
+            step, images[step], ["--version"], ["--entrypoint", script], network="none"
+        )
+        assert run.exit_code == 0, run.output
+        assert run.stdout.strip() == f"{script} {package_version()} (revision {revision})"
 
 
 # -- the chain ----------------------------------------------------------------------------------

@@ -224,6 +224,36 @@ CASES = [
     Case("comment-only document", config("# nothing configured\n"), (*WHERE, "empty")),
     Case("null document", config("~\n"), (*WHERE, "empty")),
     Case("two YAML documents", config(BASE + "---\ntenantMode: shared\n"), WHERE),
+    # characters and numbers the YAML reader or Python cannot take (a traceback and exit 1,
+    # retried forever by the kubelet, before they were caught)
+    *(
+        Case(
+            f"control character {name} in a value",
+            config(
+                replaced(
+                    "subaccountSubdomain: example-subdomain",
+                    f"subaccountSubdomain: example{char}subdomain",
+                )
+            ),
+            (*WHERE, f"U+{ord(char):04X}", "line 3, column 29"),
+        )
+        for name, char in (("NUL", "\x00"), ("ESC", "\x1b"), ("C1 CSI", "\x9b"))
+    ),
+    Case(
+        "integer of more than 4,300 digits",
+        config(replaced("externalPort: 443", "externalPort: " + "9" * 4400)),
+        (*WHERE, "4400 digits", "line 13"),
+    ),
+    Case(
+        "YAML 1.1 boolean word where the CRD wants a port",
+        config(replaced("externalPort: 443", "externalPort: on")),
+        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort", "YAML 1.1"),
+    ),
+    Case(
+        "flow collections nested 5,000 deep",
+        config(BASE + "deep: " + "[" * 5000 + "\n"),
+        (*WHERE, "deeper"),
+    ),
     # values YAML has but JSON (and so the CR) does not
     Case("non-string key", config(BASE + "1: one\n"), (*WHERE, "key 1")),
     Case(

@@ -1,9 +1,11 @@
 """Security: no secret value ever reaches a tool's output, and YAML is only ever parsed safely.
 
-Canary values sit in the service-key Secret, in the legacy Secrets the cleaner deletes, and
-in a secret-looking field of the user configuration. Every tool runs in dry-run and for real,
-with text and JSON logs at debug verbosity; none of the canaries (nor their base64 form) may
-appear on stdout or stderr.
+Canary values sit in the service-key Secret, in the legacy Secrets the cleaner deletes, in
+a secret-looking field of the user configuration, in credential-looking keys nested at any
+depth of YAML embedded in the legacy ConfigMap, and in a data key such as `proxy-credentials`.
+Every tool runs in dry-run and for real (cp-restore also over a changed ConfigMap, where it
+shows a diff), with text and JSON logs at debug verbosity; none of the canaries (nor their
+base64 form) may appear on stdout or stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +24,24 @@ from tests.support.cluster import REPO, Cluster
 SECRET_CANARY = "CANARY-service-key-7f3e9b1d"
 TLS_CANARY = "CANARY-tls-key-2c8a4e6f"
 CONFIG_CANARY = "CANARY-config-secret-5d1b7a3c"
-CANARIES = (SECRET_CANARY, TLS_CANARY, CONFIG_CANARY)
+NESTED_CANARY = "CANARY-nested-password-8e4f2a6d"
+DATA_KEY_CANARY = "CANARY-data-key-3b7c9e1f"
+CANARIES = (SECRET_CANARY, TLS_CANARY, CONFIG_CANARY, NESTED_CANARY, DATA_KEY_CANARY)
+# More YAML in the legacy ConfigMap (a user's or another tool's), credentials nested deep.
+EXTRA_CONFIG = f"""\
+auth:
+  oauth:
+    clientSecret: {NESTED_CANARY}-1
+    clients:
+      - name: first
+        password: "{NESTED_CANARY}-2"
+      - {{name: second, token: {NESTED_CANARY}-3}}
+  upstream:
+    credentials:
+      user: {NESTED_CANARY}-4
+      privateKey: |
+        {NESTED_CANARY}-5
+"""
 
 
 def forbidden(text: str) -> list[str]:
@@ -39,7 +58,10 @@ def install_with_canaries(cluster: Cluster) -> None:
     text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )
-    legacy.install(cluster, config_text=text)
+    configmap = legacy.legacy_configmap(text)
+    configmap["data"]["extra-config.yml"] = EXTRA_CONFIG
+    configmap["data"]["proxy-credentials"] = DATA_KEY_CANARY
+    legacy.install(cluster, configmap=configmap)
     cluster.apply(
         [
             {
@@ -86,6 +108,21 @@ def test_no_secret_value_in_any_output(cluster: Cluster, log_format: str) -> Non
     # Restore needs a missing source to do anything: the chain's cleaner removed both.
     assert run(RESTORE, "--dry-run") == 0
     assert run(RESTORE) == 0
+    # A restored ConfigMap changed since: cp-restore shows the difference (and refuses).
+    path = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
+    changed = EXTRA_CONFIG.replace("name: first", "name: changed").replace(
+        NESTED_CANARY, NESTED_CANARY + "-new"
+    )
+    cluster.kube.merge_patch(
+        path,
+        {"data": {"extra-config.yml": changed, "proxy-credentials": DATA_KEY_CANARY + "-new"}},
+        retry_safe=True,
+    )
+    assert run(RESTORE, "--dry-run") == 3
+    assert "name: changed" in outputs[-1][1], "the diff must still show what changed"
+    assert run(RESTORE) == 3
+    assert run(RESTORE, "--force", "--dry-run") == 0
+    assert run(RESTORE, "--force") == 0
     for name, output in outputs:
         assert output, f"{name} printed nothing; the test would prove nothing"
         assert not forbidden(output), f"{name} printed a secret value:\n{output}"
@@ -109,6 +146,43 @@ def test_a_secret_looking_config_value_never_reaches_the_output(
     assert result.exit_code == 3, result.output
     assert "spec.config.integration.connectivityService.secretData" in result.output
     assert not forbidden(result.output), result.output
+
+
+NESTED_PLACES = {
+    # a field the CRD has, holding a value that breaks its pattern: the apiserver's message
+    # quotes the value
+    "secretData breaking its pattern": (
+        "serviceCredentialsKey: service_key",
+        f"serviceCredentialsKey: service_key\n    secretData: '{CONFIG_CANARY}!'",
+    ),
+    "password deep under servers.proxy.authorization": (
+        "      oauth:\n",
+        f"      oauth:\n        clientSecret: {CONFIG_CANARY}\n"
+        f"        nested:\n          password: {CONFIG_CANARY}\n",
+    ),
+    "token in a list": (
+        "tenantMode: dedicated",
+        f"tenantMode: dedicated\nextra:\n  - {{token: {CONFIG_CANARY}}}",
+    ),
+}
+
+
+@pytest.mark.parametrize("place", sorted(NESTED_PLACES))
+def test_a_nested_credential_never_reaches_any_output_of_a_refusal(
+    cluster: Cluster, place: str
+) -> None:
+    old, new = NESTED_PLACES[place]
+    base = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    assert old in base
+    legacy.install(cluster, config_text=base.replace(old, new, 1))
+    for args in (["--dry-run"], []):
+        for log_format in ("text", "json"):
+            result = chain.run_in_process(
+                MIGRATOR, cluster.kubeconfig, "--log-format", log_format, "-v", *args
+            )
+            assert result.exit_code == 3, result.output
+            assert "spec.config." in result.output
+            assert not forbidden(result.output), result.output
 
 
 UNSAFE_YAML = re.compile(

@@ -62,6 +62,7 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
     assert before["cr"] == {
         "name": "kyma-system/connectivity-proxy",
         "exists": True,
+        "beingDeleted": False,
         "state": None,
         "migrated": False,
         "backedUp": False,
@@ -90,6 +91,7 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
     assert after["legacy"] == {
         "present": False,
         "remaining": [],
+        "beingDeleted": [],
         "keptByModule": [],
         "kindsNotServed": [],
     }

@@ -330,6 +330,10 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    # A zombie has exited; whoever inherited it may take a while to reap it.
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
     return True
 
 
@@ -368,6 +372,12 @@ def stop_detached(folder: Path) -> None:
     if state.exists():
         subprocess.run(["rm", "-rf", state.read_text().strip()], check=False)
         state.unlink()
+    # Nothing stale: a kubeconfig of a stopped apiserver and a link to a deleted audit log
+    # would only mislead the next reader. The folder goes too when nothing else is in it.
+    for name in ("kubeconfig", "audit.log"):
+        (folder / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def main(argv: list[str]) -> int:

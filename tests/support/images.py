@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,15 +29,89 @@ SA_NAME = "connectivity-proxy-operator"
 LOG_DIR = REPO / "build" / "test-images"
 
 
-def podman_or_skip() -> str:
-    """podman's path; skipped without it on a developer machine, a failure under CI."""
-    found = shutil.which("podman")
-    if found:
-        return found
-    reason = "podman is not installed (hack/podman-setup.sh or `make podman` installs it)"
-    if os.environ.get("CI"):
+BASE_IMAGE = "localhost/cp-migration-base:bookworm"  # hack/base-image.sh's default
+SETUP_SCRIPT = "hack/podman-setup.sh"
+
+
+def _skip_or_fail(reason: str) -> NoReturn:
+    """Skipped on a developer machine, naming what is missing; a failure under CI=true."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason}; under CI the image tests must run (.ci/run sets podman up)")
     pytest.skip(f"{reason}; set CI=true to make this a failure")
+
+
+def _image_exists(image: str) -> bool:
+    return (
+        shutil.which("podman") is not None
+        and subprocess.run(["podman", "image", "exists", image], check=False).returncode == 0
+    )
+
+
+def missing_tools(*, need_debootstrap: bool) -> list[str]:
+    """What the image tests need and this machine lacks: podman and runc (the runtime the
+    tests run containers with), and debootstrap when the local base image must be made."""
+    wanted = ["podman", "runc"] + (["debootstrap"] if need_debootstrap else [])
+    return [tool for tool in wanted if shutil.which(tool) is None and not _in_sbin(tool)]
+
+
+def _in_sbin(tool: str) -> bool:
+    # debootstrap lives in /usr/sbin, which is not on every user's PATH.
+    return any(Path(folder, tool).exists() for folder in ("/usr/sbin", "/sbin"))
+
+
+def _can_install() -> str | None:
+    """Why hack/podman-setup.sh cannot run here (None: it can): it needs apt-get and root,
+    or sudo without a password."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-query") is None:
+        return "no apt-get (hack/podman-setup.sh installs from Debian packages)"
+    if os.geteuid() == 0:
+        return None
+    if shutil.which("sudo") is None:
+        return "not root and no sudo"
+    check = subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False)
+    return None if check.returncode == 0 else "not root and sudo asks for a password"
+
+
+def ensure_tools(*, need_debootstrap: bool) -> None:
+    """Install what the image tests need, as .ci/run does (hack/podman-setup.sh), or skip
+    naming what is missing when this machine cannot install it."""
+    missing = missing_tools(need_debootstrap=need_debootstrap)
+    if not missing:
+        return
+    what = ", ".join(missing)
+    why_not = _can_install()
+    if why_not is not None:
+        _skip_or_fail(
+            f"{what} missing and not installable here ({why_not}); install with "
+            f"`make podman` ({SETUP_SCRIPT})"
+        )
+    log = LOG_DIR / "podman-setup.log"
+    completed = subprocess.run(
+        ["bash", SETUP_SCRIPT],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(completed.stdout)
+    still = missing_tools(need_debootstrap=need_debootstrap)
+    if completed.returncode != 0 or still:
+        _skip_or_fail(
+            f"{what} missing; {SETUP_SCRIPT} could not install "
+            f"{', '.join(still) or 'them'} (exit {completed.returncode}, log {log}):\n"
+            + completed.stdout[-2000:]
+        )
+
+
+def podman_or_skip() -> str:
+    """podman's path (installed first when this machine can); skipped naming what is missing
+    on a developer machine, a failure under CI."""
+    ensure_tools(need_debootstrap=False)
+    found = shutil.which("podman")
+    assert found is not None
+    return found
 
 
 def _run_logged(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
@@ -72,8 +146,9 @@ class Images:
 
 def build_images() -> Images:
     """The local base image (cached in podman's storage) and the three step images."""
-    podman_or_skip()
     base = os.environ.get("CP_TEST_BASE_IMAGE")
+    # debootstrap only makes the local base image; not needed once it exists (cached).
+    ensure_tools(need_debootstrap=not base and not _image_exists(BASE_IMAGE))
     if not base:
         out = _run_logged(["bash", "hack/base-image.sh"], LOG_DIR / "base-image.log")
         base = out.strip().splitlines()[-1]
