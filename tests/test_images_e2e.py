@@ -274,8 +274,12 @@ def _without_rule(
             "connectivityproxies",
         ),
         (
-            (("cp-migration-backup", backups.NAMESPACE),),
-            lambda r: r["verbs"] == ["get", "update"],
+            # The migrator may read the backups too (a recreated CR), and the Pod has both.
+            (
+                ("cp-migration-backup", backups.NAMESPACE),
+                ("cp-migration-migrator", backups.NAMESPACE),
+            ),
+            lambda r: r["resources"] == ["configmaps"] and "get" in r["verbs"],
             "backup",
             "get",
             "configmaps",
