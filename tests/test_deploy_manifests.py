@@ -110,7 +110,7 @@ def test_rbac_is_least_privilege() -> None:
     # Only the backup writes backups; the cleaner only lists them, the migrator only reads them
     # (by name: a CR created again after the migration is migrated from them).
     expected_in_backup_namespace = {
-        "cp-migration-backup": {"list", "get", "update", "create"},
+        "cp-migration-backup": {"list", "update", "create"},
         "cp-migration-cleaner": {"list"},
         "cp-migration-migrator": {"get"},
     }

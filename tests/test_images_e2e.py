@@ -274,14 +274,11 @@ def _without_rule(
             "connectivityproxies",
         ),
         (
-            # The migrator may read the backups too (a recreated CR), and the Pod has both.
-            (
-                ("cp-migration-backup", backups.NAMESPACE),
-                ("cp-migration-migrator", backups.NAMESPACE),
-            ),
-            lambda r: r["resources"] == ["configmaps"] and "get" in r["verbs"],
+            # The cleaner lists the backups too, and the Pod has both roles.
+            tuple((f"cp-migration-{step}", backups.NAMESPACE) for step in ("backup", "cleaner")),
+            lambda r: r["verbs"] == ["list"],
             "backup",
-            "get",
+            "list",
             "configmaps",
         ),
         (
