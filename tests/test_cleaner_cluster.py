@@ -228,6 +228,7 @@ def test_a_cleaner_before_the_backup_is_refused(cluster: Cluster) -> None:
     assert "Run cp-backup first" in result.output
     assert len(remaining(cluster)) == 35
     assert CLEANED not in cr_annotations(cluster)
+    assert_the_restarted_chain_converges(cluster, result.output)
 
 
 def test_a_legacy_installation_not_migrated_is_refused(cluster: Cluster) -> None:
@@ -237,6 +238,19 @@ def test_a_legacy_installation_not_migrated_is_refused(cluster: Cluster) -> None
     assert "Run cp-migrator and cp-backup first" in result.output
     assert len(remaining(cluster)) == 35
     assert CLEANED not in cr_annotations(cluster)
+    assert_the_restarted_chain_converges(cluster, result.output)
+
+
+def assert_the_restarted_chain_converges(cluster: Cluster, message: str) -> None:
+    """The remedy the refusal names: a restarted operator Pod runs the chain from the start."""
+    assert "kubectl rollout restart deployment -n kyma-system connectivity-proxy-operator" in (
+        message
+    )
+    for step in (MIGRATOR, BACKUP, CLEANER):
+        outcome = cluster.run(step)
+        assert outcome.exit_code == 0, outcome.output
+    assert remaining(cluster) == []
+    assert cr_annotations(cluster)[CLEANED] == "true"
 
 
 # -- deletion rules ----------------------------------------------------------------------------
@@ -407,6 +421,14 @@ def test_a_configmap_without_a_sound_backup_is_refused(cluster: Cluster) -> None
     assert "is not a verified copy" in result.output
     assert "ConfigMap kyma-system/connectivity-proxy-info: it has no backup" in result.output
     assert exists(cluster, planning.LEGACY_STATEFULSET)
+    # The remedy: cp-backup keeps the edited copy under another name and makes its own.
+    assert_the_restarted_chain_converges(cluster, result.output)
+    preserved = [
+        item
+        for item in cluster.kube.list(resource_path("", "v1", "configmaps", backups.NAMESPACE))
+        if backups.is_preserved(item)
+    ]
+    assert [item["data"] for item in preserved] == [tampered["data"]]
 
 
 def test_hand_made_backups_are_honoured(cluster: Cluster) -> None:
