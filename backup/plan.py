@@ -9,7 +9,7 @@ from typing import Any
 from common import backups as names
 from common import cr as crnames
 from common import diff
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import RefusedError
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

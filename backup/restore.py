@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from backup import plan as planning
 from backup.core import Outcome, configmap_path
 from common import backups as names
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
 from common.kube import Kube
 from common.logs import fields

@@ -32,4 +32,6 @@ def main(**params: Any) -> None:
         if outcome.refusal is not None:
             raise outcome.refusal
 
-    run("cleaner", options, body)
+    from cleaner.progress import start
+
+    run("cleaner", options, body, progress=start)

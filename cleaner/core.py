@@ -19,10 +19,10 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleaner import access, observe
+from cleaner import access, observe, progress
 from cleaner import plan as planning
 from common import cr as crnames
-from common import progress
+from common.cli import STEP_TODO
 from common.errors import ApiError, CpError, RefusedError, RetryableError
 from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
@@ -89,7 +89,7 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
         raise RefusedError(refusal)
     if not settings.dry_run:
         # Until the phases start (after observing), what a signal leaves undone is all of it.
-        progress.ledger().fulfil(progress.STEP_TODO)
+        progress.ledger().fulfil(STEP_TODO)
         progress.ledger().expect(START_TODO)
 
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner")

@@ -11,7 +11,7 @@ from typing import Any
 from cleaner import access
 from cleaner import plan as planning
 from common import backups, legacy
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import ApiError
 from common.kube import METADATA_LIST, METADATA_ONLY, Kube, resource_path
 

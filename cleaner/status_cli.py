@@ -6,8 +6,16 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, STATUS_EXIT_CODES, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
 from common.errors import RetryableError
+
+# cp-status only reads.
+STATUS_EXIT_CODES = """\b
+Exit codes:
+  0  the status was read (whatever the state of the migration)
+  1  the cluster cannot be reached, or nothing could be read
+  2  usage: a wrong option or environment variable
+"""
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=STATUS_EXIT_CODES)

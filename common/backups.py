@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
-
-from common.configmap import content_digest
 
 NAMESPACE = "connectivity-proxy-backup"
 SOURCE_NAMESPACE = "kyma-system"
@@ -134,3 +134,14 @@ def format_missing(sources: list[str]) -> str:
 def parse_missing(value: str | None) -> list[str]:
     """The source names recorded in MISSING_SOURCES_ANNOTATION (none when it is unset)."""
     return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def content_digest(configmap: dict[str, Any]) -> str:
+    """sha256 of a ConfigMap's canonical content: its data and binaryData, keys sorted."""
+    canonical = json.dumps(
+        {"data": configmap.get("data") or {}, "binaryData": configmap.get("binaryData") or {}},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()

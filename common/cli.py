@@ -1,7 +1,7 @@
 """The thin click layer every tool shares: options, logging set-up, errors to exit codes.
 
-Only click is imported at module level so that `--help` stays fast; the cluster client and
-the tools' cores are imported when a command actually runs.
+Only click is imported at module level, so that `--help` stays fast; the cluster client and
+the tools' cores are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO, TypeVar
 
 import click
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-# The epilog of every tool that changes the cluster (`@click.command(epilog=EXIT_CODES)`).
 EXIT_CODES = """\b
 Exit codes:
   0  done, or nothing to do
@@ -33,18 +31,13 @@ Exit codes:
   2  usage: a wrong option or environment variable
   3  refused: invalid or unsafe input; nothing was changed
 """
-# cp-status only reads.
-STATUS_EXIT_CODES = """\b
-Exit codes:
-  0  the status was read (whatever the state of the migration)
-  1  the cluster cannot be reached, or nothing could be read
-  2  usage: a wrong option or environment variable
-"""
 PACKAGE = "cp-migration"
-# Set in the images (Dockerfile.*: ENV from the REVISION build argument, as the OCI label).
-REVISION_ENV = "CP_MIGRATION_REVISION"
+REVISION_ENV = "CP_MIGRATION_REVISION"  # set in the images from the REVISION build argument
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("", "0", "false", "no", "off", "n", "f")
+# What an interrupted run still meant to do, unless its step tracks more (the cleaner does).
+STEP_TODO = "all of this step's work (it is not marked done)"
+NOTHING_CONFIRMED = "no change of this run was confirmed"
 
 
 def package_version() -> str:
@@ -67,42 +60,33 @@ def revision() -> str | None:
     import subprocess
 
     try:
-        answer = subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        git = ["git", "-C", str(checkout), "rev-parse", "HEAD"]
+        return (
+            subprocess.run(
+                git, capture_output=True, text=True, timeout=5, check=False
+            ).stdout.strip()
+            or None
         )
     except OSError:
         return None
-    return answer.stdout.strip() or None
-
-
-def version_text(prog: str) -> str:
-    found = revision()
-    return f"{prog} {package_version()}" + (f" (revision {found})" if found else "")
 
 
 def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    click.echo(version_text(ctx.find_root().info_name or PACKAGE))
-    ctx.exit(EXIT_OK)
+    if value and not ctx.resilient_parsing:
+        found = revision()
+        suffix = f" (revision {found})" if found else ""
+        click.echo(f"{ctx.find_root().info_name or PACKAGE} {package_version()}{suffix}")
+        ctx.exit(EXIT_OK)
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    """-v counts; CP_VERBOSE may be a count or a boolean (true/false, 1/0, yes/no, on/off),
-    so that an init container's `CP_VERBOSE: "true"` is not a usage error."""
-    if value or "CP_VERBOSE" not in os.environ:
+    """-v counts; CP_VERBOSE may also be a boolean, so that an init container's
+    `CP_VERBOSE: "true"` is not a usage error."""
+    raw = os.environ.get("CP_VERBOSE", "").strip().lower()
+    if value or raw in _FALSE:
         return value
-    raw = os.environ["CP_VERBOSE"].strip()
-    if raw.lower() in _FALSE:
-        return 0
-    if raw.lower() in _TRUE:
-        return 1
-    if raw.isdigit():
-        return int(raw)
+    if raw in _TRUE or raw.isdigit():
+        return 1 if raw in _TRUE else int(raw)
     raise click.BadParameter(
         f"CP_VERBOSE={raw!r} is neither a boolean (true/false, 1/0, yes/no, on/off) nor a count",
         ctx=ctx,
@@ -121,7 +105,7 @@ class Options:
     verbose: int
 
 
-def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
+def _options(func: F, *, dry_run: bool) -> F:
     decorators = [
         click.option(
             "--kubeconfig",
@@ -130,6 +114,12 @@ def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
             help="Kubeconfig file. Default: $KUBECONFIG, then ~/.kube/config, then in-cluster.",
         ),
         click.option("--context", envvar="CP_CONTEXT", help="Kubeconfig context to use."),
+        click.option(
+            "--dry-run",
+            envvar="CP_DRY_RUN",
+            is_flag=True,
+            help="Show the plan and change nothing. Env CP_DRY_RUN: true/false, yes/no, 1/0.",
+        ),
         click.option(
             "--log-format",
             envvar="CP_LOG_FORMAT",
@@ -154,33 +144,19 @@ def _option_decorators(*, dry_run: bool) -> list[Callable[[Any], Any]]:
             help="Show the version (and the git revision) and exit.",
         ),
     ]
-    if dry_run:
-        decorators.insert(
-            2,
-            click.option(
-                "--dry-run",
-                envvar="CP_DRY_RUN",
-                is_flag=True,
-                help="Show the plan and change nothing. Env CP_DRY_RUN: true/false, yes/no, 1/0.",
-            ),
-        )
-    return decorators
-
-
-def _apply(func: F, decorators: list[Callable[[Any], Any]]) -> F:
-    for decorator in reversed(decorators):
+    for decorator in reversed(decorators if dry_run else decorators[:2] + decorators[3:]):
         func = decorator(func)
     return func
 
 
 def shared_options(func: F) -> F:
     """The options of every tool that changes the cluster."""
-    return _apply(func, _option_decorators(dry_run=True))
+    return _options(func, dry_run=True)
 
 
 def read_only_options(func: F) -> F:
     """The same without --dry-run, for a tool that only reads (cp-status)."""
-    return _apply(func, _option_decorators(dry_run=False))
+    return _options(func, dry_run=False)
 
 
 def options_from(params: dict[str, Any]) -> Options:
@@ -203,84 +179,76 @@ def connect(options: Options, tool: str) -> Kube:
     return Kube(connection, user_agent=f"cp-migration/{tool}")
 
 
+class Progress(Protocol):
+    """What a step that tracks its work (the cleaner) tells `run`."""
+
+    def summary(self) -> str: ...  # "done: ... Remains: ...", for the interrupt line
+
+    def clear_bar(self) -> None: ...  # take the progress bar off the terminal
+
+
 class Interrupted(BaseException):
     """SIGTERM (the kubelet deleting the Pod) or SIGINT (Ctrl-C), raised in the main thread.
     A BaseException, so that no `except Exception` on the way swallows it."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(signal_name)
-        self.signal_name = signal_name
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
     import signal
 
-    # A second signal while the first is handled (the requests in flight finishing) ends the
-    # process at once; nothing half-written can result, every write is a single request.
-    for again in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(again, _on_second_signal)
+    def at_once(again: int, _frame: Any) -> None:
+        # Every write is a single request: ending now leaves nothing half written.
+        sys.stderr.write(f"{signal.Signals(again).name} again: exiting at once\n")
+        os._exit(EXIT_RETRY)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, at_once)
     raise Interrupted(signal.Signals(signum).name)
 
 
-def _on_second_signal(signum: int, _frame: Any) -> None:
-    import signal
-
-    sys.stderr.write(f"{signal.Signals(signum).name} again: exiting at once\n")
-    sys.stderr.flush()
-    os._exit(EXIT_RETRY)
-
-
-def _handle_signals() -> Callable[[], None]:
-    """Install the handlers; returns what restores the previous ones."""
+def run(
+    tool: str,
+    options: Options,
+    body: Callable[[], int | None],
+    progress: Callable[[TextIO | None], Progress] | None = None,
+) -> NoReturn:
+    """Run a tool's core and turn its outcome into the exit code, in this one place.
+    `progress(terminal)` starts the step's progress once logging is set up (`terminal` is
+    stderr on a terminal, else None)."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    from common import logs, redact
 
-    def restore() -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-    return restore
-
-
-def run(tool: str, options: Options, body: Callable[[], int | None]) -> NoReturn:
-    """Run a tool's core and turn its outcome into the exit code, in this one place."""
-    from common import logs, progress, redact
-
-    # Each run starts remembering credentials afresh, as a process of its own does (tests run
-    # many tools in one process; one run must not rely on what an earlier one masked).
+    # Each run masks what it reads afresh, as a process of its own does (tests run many).
     redact.forget_all()
     log_format = logs.setup(options.log_format, options.verbose)
-    terminal = log_format == "text" and sys.stderr.isatty()
-    ledger = progress.reset(sys.stderr if terminal else None)
-    ledger.expect(progress.STEP_TODO)
-    for handler in logging.getLogger().handlers:
-        progress.install_log_filter(handler)
+    terminal = sys.stderr if log_format == "text" and sys.stderr.isatty() else None
+    ledger = progress(terminal) if progress else None
     log = logging.getLogger(tool)
-    restore = _handle_signals()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        try:
-            code = body() or EXIT_OK
-        except CpError as err:
-            log.error(str(err))
-            code = err.exit_code
-        except (Interrupted, KeyboardInterrupt) as err:
-            name = err.signal_name if isinstance(err, Interrupted) else "SIGINT"
-            # One line: what this run did and what a rerun will do; exit 1, the kubelet (or the
-            # person) runs the step again and it continues from what the cluster shows.
-            log.error(
-                f"interrupted by {name}; the request in flight was finished or abandoned, "
-                f"nothing is half written. {ledger.summary()}. Exit 1: a rerun continues",
-                extra=logs.fields(signal=name),
-            )
-            code = EXIT_RETRY
-        except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
-            log.exception("unexpected failure: %s", err)
-            code = EXIT_RETRY
+        code = body() or EXIT_OK
+    except CpError as err:
+        log.error(str(err))
+        code = err.exit_code
+    except (Interrupted, KeyboardInterrupt) as err:
+        name = str(err) if isinstance(err, Interrupted) else "SIGINT"
+        done = ledger.summary() if ledger else f"done: {NOTHING_CONFIRMED}. Remains: {STEP_TODO}"
+        # The kubelet (or the person) runs the step again; it continues from the cluster's state.
+        log.error(
+            f"interrupted by {name}; the request in flight was finished or abandoned, "
+            f"nothing is half written. {done}. Exit 1: a rerun continues",
+            extra=logs.fields(signal=name),
+        )
+        code = EXIT_RETRY
+    except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
+        log.exception("unexpected failure: %s", err)
+        code = EXIT_RETRY
     finally:
-        ledger.clear_bar()
-        restore()
+        if ledger:
+            ledger.clear_bar()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     sys.exit(code)

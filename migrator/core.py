@@ -10,12 +10,12 @@ from typing import Any
 
 from common import backups, diff, legacy
 from common import cr as crnames
-from common.configmap import yaml11_warnings
 from common.errors import ApiError, RefusedError, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 from common.retry import replan_on_conflict
 from migrator import plan as planning
+from migrator.config_yaml import yaml11_warnings
 
 log = logging.getLogger("migrator")
 
@@ -196,7 +196,7 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
 
 def _warn_yaml11(source: planning.Source, spec_after: dict[str, Any]) -> None:
     """A YAML 1.1 reading the text does not suggest (`1:20` = 80, `0755` = 493, `off` = false)
-    is logged with the field and the value taken (common.configmap); a field taken as its
+    is logged with the field and the value taken (migrator.config_yaml); a field taken as its
     text (plan.as_text) is no surprise."""
     text = ((source.config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
     if not isinstance(text, str):

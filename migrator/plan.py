@@ -9,8 +9,9 @@ from typing import Any
 
 from common import backups, legacy
 from common import cr as crnames
-from common.configmap import FieldPath, content_digest, parse_yaml_config
+from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
+from migrator.config_yaml import FieldPath, parse_yaml_config
 
 CONFIG_KEY = "connectivity-proxy-config.yml"
 CONFIG_NAME = "connectivity-proxy"

@@ -13,7 +13,7 @@ from backup import core
 from backup.plan import LAST_APPLIED, content_of
 from common import backups as names
 from common import cr as crnames
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.kube import Kube, resource_path
 from tests.support import legacy
 from tests.support.cluster import Cluster

@@ -12,7 +12,7 @@ import pytest
 
 from backup import plan as planning
 from common import backups as names
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import RefusedError
 
 NOW = "2025-01-02T03:04:05Z"

@@ -12,7 +12,7 @@ import pytest
 from cleaner import observe
 from cleaner import plan as planning
 from common import backups
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.kube import resource_path
 from tests.support import legacy
 from tests.support.cleaning import (

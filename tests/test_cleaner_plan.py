@@ -11,7 +11,7 @@ import pytest
 from cleaner import observe, status
 from cleaner import plan as planning
 from common import backups
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import RefusedError
 from tests.support.cluster import REPO
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from common.configmap import parse_yaml_document
 from common.errors import RefusedError
 from migrator import plan as planning
+from migrator.config_yaml import parse_yaml_document
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, SHARED_FIXTURES
 

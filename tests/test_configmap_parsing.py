@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from common.configmap import content_digest, parse_yaml_mapping
+from common.backups import content_digest
 from common.errors import RefusedError
+from migrator.config_yaml import parse_yaml_mapping
 
 WHERE = "ConfigMap kyma-system/connectivity-proxy key connectivity-proxy-config.yml"
 
@@ -119,7 +120,7 @@ def test_digest_is_canonical_and_content_only() -> None:
 def test_yaml11_surprises_are_found_with_field_source_text_and_value(
     text: str, path: str, value: object, what: str
 ) -> None:
-    from common.configmap import parse_yaml_document, yaml11_warnings
+    from migrator.config_yaml import parse_yaml_document, yaml11_warnings
 
     parsed = parse_yaml_document(text, WHERE)
     [surprise] = parsed.surprises
@@ -146,13 +147,13 @@ def test_yaml11_surprises_are_found_with_field_source_text_and_value(
     ],
 )
 def test_what_reads_as_written_gives_no_warning(text: str) -> None:
-    from common.configmap import yaml11_warnings
+    from migrator.config_yaml import yaml11_warnings
 
     assert yaml11_warnings(text, WHERE) == []
 
 
 def test_a_field_taken_as_its_source_text_gives_no_warning() -> None:
-    from common.configmap import parse_yaml_document, yaml11_warnings
+    from migrator.config_yaml import parse_yaml_document, yaml11_warnings
 
     assert parse_yaml_document("ha: off\nport: 8\n", WHERE).scalars[".ha"].text == "off"
     # The field was taken as its text (migrator.plan, where the CRD wants a string): no

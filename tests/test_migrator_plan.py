@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common import backups, legacy
-from common.configmap import content_digest
+from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
 from migrator import plan as planning
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from common import logs, progress
+from cleaner import progress
+from common import logs
 
 
 class FakeClock:

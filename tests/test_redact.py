@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from common import diff, logs, redact
-from common.configmap import parse_yaml_mapping
+from migrator.config_yaml import parse_yaml_mapping
 
 CANARY = "CANARY-nested-9d2e"
 

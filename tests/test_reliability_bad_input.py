@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from common.configmap import parse_yaml_mapping
 from common.kube import resource_path
+from migrator.config_yaml import parse_yaml_mapping
 from tests.support import chain, legacy
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR, RESTORE, Step
 from tests.support.cluster import FIXTURES, Cluster

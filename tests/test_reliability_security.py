@@ -212,8 +212,8 @@ def test_yaml_is_only_parsed_with_the_safe_loader() -> None:
 
 
 def test_the_safe_loader_refuses_python_tags(tmp_path: Path) -> None:
-    from common.configmap import parse_yaml_mapping
     from common.errors import RefusedError
+    from migrator.config_yaml import parse_yaml_mapping
 
     marker = tmp_path / "pwned"
     with pytest.raises(RefusedError):

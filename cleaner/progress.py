@@ -8,8 +8,8 @@ deleted) and advances it as each item is confirmed. While it runs:
 - otherwise (JSON lines, or text into a file), a `progress` log line at most every 2 s;
 - nothing at all for a phase that ends within its first second (or 2 s off a terminal).
 
-The same ledger says, when a signal ends a run (common.cli), what was done and what remains:
-the phases' counts, what the step noted as done, and what it expected still to do.
+The same ledger says, when a signal ends a run (common.cli.run), what was done and what
+remains: the phases' counts, what the step noted as done, and what it expected still to do.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from common.cli import NOTHING_CONFIRMED, STEP_TODO
 from common.logs import fields
 
 log = logging.getLogger("progress")
@@ -32,9 +33,6 @@ BAR_INTERVAL = 0.2
 BAR_WIDTH = 24
 
 Clock = Callable[[], float]
-# What a run means to do before its step says more (common.cli seeds it; a step that tracks
-# its work replaces it).
-STEP_TODO = "all of this step's work (it is not marked done)"
 
 
 @dataclass
@@ -126,7 +124,7 @@ class Ledger:
         with self.lock:
             done = [p.done_text() for p in self.phases if p.count or p.finished] + self.notes
             remains = [text for p in self.phases if (text := p.todo_text())] + self.expected
-        done_text = "; ".join(done) if done else "no change of this run was confirmed"
+        done_text = "; ".join(done) if done else NOTHING_CONFIRMED
         remains_text = "; ".join(remains) if remains else "nothing this run knew of"
         return f"done: {done_text}. Remains: {remains_text}"
 
@@ -192,6 +190,15 @@ def reset(stream: TextIO | None = None, clock: Clock = time.monotonic) -> Ledger
     global _current
     _current = Ledger(clock, stream)
     return _current
+
+
+def start(terminal: TextIO | None) -> Ledger:
+    """The ledger of a cleaner run, once logging is set up (common.cli.run calls it)."""
+    ledger = reset(terminal)
+    ledger.expect(STEP_TODO)
+    for handler in logging.getLogger().handlers:
+        install_log_filter(handler)
+    return ledger
 
 
 def _before_log_line(_record: Any) -> bool:

@@ -1,8 +1,7 @@
-"""ConfigMap content: strict, bounded YAML parsing and the canonical digest of a ConfigMap."""
+"""The user configuration's YAML: strict, bounded parsing, and the YAML 1.1 surprises in it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -412,17 +411,6 @@ def _check_values(value: Any, where: str, path: str) -> None:
         raise RefusedError(
             f"{where}: {path} is a {type(value).__name__} ({value!r}); quote it to make it a string"
         )
-
-
-def content_digest(configmap: dict[str, Any]) -> str:
-    """sha256 of a ConfigMap's canonical content: its data and binaryData, keys sorted."""
-    canonical = json.dumps(
-        {"data": configmap.get("data") or {}, "binaryData": configmap.get("binaryData") or {}},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
