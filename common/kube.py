@@ -1,11 +1,11 @@
-"""A small JSON client for the Kubernetes API, on kubernetes.client.ApiClient.
+"""A small JSON client for the Kubernetes API on kubernetes.client.ApiClient: plain dicts in
+and out, explicit group/version/resource paths, and our retry-safety policy.
 
-Plain dicts in and out, explicit group/version/resource paths, and retries for 429 (honouring
-Retry-After), 5xx and connection failures within a bounded total time. A write is retried only
-when the caller says repeating it is safe (a resourceVersion/uid precondition, a create whose
-AlreadyExists the caller handles, a delete whose NotFound counts as done) or when the request
-provably never reached the server. The transport (TLS, proxies, credentials, exec plugins)
-is the kubernetes package's, with its own retries off: every retry is decided here.
+The package does the transport (TLS, proxies, credentials, exec plugins) with its own retries
+off; every retry is decided here, within a bounded total time: 429 (honouring Retry-After), 5xx
+and connection failures. A write is repeated only when the caller says that is safe (a
+resourceVersion/uid precondition, a create whose AlreadyExists it handles, a delete whose
+NotFound counts as done) or when the request provably never reached the server.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from common.errors import ApiError, ConnectionFailed, RetryableError
-from common.kubeconfig import Connection
+from common.kubeconfig import Connection, read_token_file
 from common.retry import RETRYABLE_STATUSES, RetryBudget, parse_retry_after
 
 log = logging.getLogger("kube")
@@ -29,9 +29,7 @@ MERGE_PATCH = "application/merge-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 # For a LIST: the apiserver answers 406 to METADATA_ONLY on a collection.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
-READ_METHODS = frozenset({"GET", "HEAD"})
-# A connection that is not established within this long will not be (per try).
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0  # per try: a connection not established by then will not be
 
 
 def resource_path(
@@ -44,14 +42,9 @@ def resource_path(
 ) -> str:
     """The REST path of a resource by explicit group, version and plural ("" is core)."""
     path = f"/api/{version}" if group == "" else f"/apis/{group}/{version}"
-    if namespace:
-        path += f"/namespaces/{quote(namespace)}"
-    path += f"/{plural}"
-    if name:
-        path += f"/{quote(name)}"
-    if subresource:
-        path += f"/{subresource}"
-    return path
+    path += f"/namespaces/{quote(namespace)}" if namespace else ""
+    path += f"/{plural}" + (f"/{quote(name)}" if name else "")
+    return path + (f"/{subresource}" if subresource else "")
 
 
 @dataclass(frozen=True)
@@ -88,8 +81,6 @@ class Kube:
         self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
 
-    # -- the one place requests go through -------------------------------------------------
-
     def request(
         self,
         method: str,
@@ -101,57 +92,48 @@ class Kube:
         accept: str = "application/json",
         retry_safe: bool | None = None,
     ) -> dict[str, Any]:
-        url = self.connection.server + path
-        if query:
-            url += "?" + urlencode(query)
+        """The one place requests go through."""
+        url = self.connection.server + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": accept, "User-Agent": self.user_agent}
         if body is not None:
             headers["Content-Type"] = content_type
-        may_repeat = method in READ_METHODS if retry_safe is None else retry_safe
+        may_repeat = method in ("GET", "HEAD") if retry_safe is None else retry_safe
         budget = RetryBudget(total_seconds=self.retry_seconds)
-        what = f"{method} {path}"
-        attempt = 0
-        while True:
+        what, server = f"{method} {path}", self.connection.server
+        for attempt in range(1, 1_000_000):
             self.request_count += 1
-            attempt += 1
             try:
                 response = self._transport(method, url, headers, body, self.request_timeout)
             except TlsVerifyFailed as err:
                 raise ConnectionFailed(
-                    f"{what}: the certificate of {self.connection.server} does not verify "
-                    "(check certificate-authority, tls-server-name, insecure-skip-tls-verify in "
+                    f"{what}: the certificate of {server} does not verify (check "
+                    "certificate-authority, tls-server-name, insecure-skip-tls-verify in "
                     f"{self.connection.source}): {err}"
                 ) from err
             except RetryableError:
                 raise  # credentials could not be had (a token file, an exec plugin)
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
-                never_sent = _never_reached_server(err)
                 cause = _cause(err, self.request_timeout)
-                delay = budget.next_delay() if (may_repeat or never_sent) else None
+                delay = budget.next_delay() if may_repeat or _never_sent(err) else None
                 if delay is None:
                     raise ConnectionFailed(
-                        f"{what}: no answer from the apiserver {self.connection.server} "
-                        f"after {attempt} attempt(s): {cause}"
+                        f"{what}: no answer from the apiserver {server} after {attempt} "
+                        f"attempt(s): {cause}"
                     ) from err
                 log.warning("%s: %s; attempt %d, retrying in %.1fs", what, cause, attempt, delay)
                 time.sleep(delay)
                 continue
             if response.status < 400:
-                if not response.data:
-                    return {}
-                decoded: dict[str, Any] = json.loads(response.data)
-                return decoded
-            error = _api_error(method, path, response)
-            # 429 means the request was rejected before processing, so even a write repeats safely.
+                return json.loads(response.data) if response.data else {}
+            # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = budget.next_delay(parse_retry_after(response.headers.get("retry-after")))
                 if delay is not None:
                     log.debug("retrying %s after %s in %.2fs", what, response.status, delay)
                     time.sleep(delay)
                     continue
-            raise error
-
-    # -- conveniences ------------------------------------------------------------------------
+            raise _api_error(method, path, response)
+        raise AssertionError("unreachable")
 
     def get(self, path: str, *, accept: str = "application/json") -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -177,10 +159,9 @@ class Kube:
         while True:
             page = self.request("GET", path, query=query, accept=accept)
             yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
+            query["continue"] = (page.get("metadata") or {}).get("continue") or ""
+            if not query["continue"]:
                 return
-            query["continue"] = token
 
     def create(self, path: str, body: dict[str, Any], **query: str) -> dict[str, Any]:
         # Safe to repeat: a repeat answers 409 AlreadyExists, which callers treat as "re-observe".
@@ -190,12 +171,7 @@ class Kube:
         self, path: str, patch: dict[str, Any], *, retry_safe: bool, **query: str
     ) -> dict[str, Any]:
         return self.request(
-            "PATCH",
-            path,
-            body=patch,
-            content_type=MERGE_PATCH,
-            query=query or None,
-            retry_safe=retry_safe,
+            "PATCH", path, body=patch, content_type=MERGE_PATCH, query=query, retry_safe=retry_safe
         )
 
     def replace(self, path: str, body: dict[str, Any], **query: str) -> dict[str, Any]:
@@ -211,18 +187,14 @@ class Kube:
         dry_run: bool = False,
     ) -> bool:
         """Delete in the background; False when it was already gone (a 404 counts as done)."""
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "propagationPolicy": "Background",
-        }
+        body: dict[str, Any] = {"kind": "DeleteOptions", "propagationPolicy": "Background"}
         preconditions = {"uid": uid, "resourceVersion": resource_version}
         if any(preconditions.values()):
             body["preconditions"] = {k: v for k, v in preconditions.items() if v}
         if dry_run:
             body["dryRun"] = ["All"]
         try:
-            self.request("DELETE", path, body=body, retry_safe=True)
+            self.request("DELETE", path, body={"apiVersion": "v1", **body}, retry_safe=True)
         except ApiError as err:
             if err.status == 404:
                 return False
@@ -230,33 +202,37 @@ class Kube:
         return True
 
 
-def _never_reached_server(err: BaseException) -> bool:
+def _never_sent(err: BaseException) -> bool:
     """A connection that was never established: the request never left this machine."""
     names = {c.__name__ for c in type(err).__mro__}
     if names & {"NewConnectionError", "ConnectTimeoutError", "ConnectionRefusedError"}:
         return True
     inner = [err.__context__, err.__cause__, *(a for a in err.args if isinstance(a, Exception))]
-    return any(isinstance(e, Exception) and _never_reached_server(e) for e in inner)
+    return any(isinstance(e, Exception) and _never_sent(e) for e in inner)
+
+
+# What went wrong, in words a person can act on: (exception class names, text, label).
+_CAUSES = (
+    ({"NameResolutionError"}, "Name or service not known", "unknown host"),
+    ({"ConnectionRefusedError"}, "Connection refused", "connection refused"),
+    ({"ProxyError"}, None, "the proxy failed"),
+    ({"ConnectTimeoutError"}, None, "connect timed out"),
+    ({"ReadTimeoutError", "TimeoutError"}, None, "no answer within {timeout:g}s"),
+    (
+        {"ProtocolError", "ConnectionResetError", "RemoteDisconnected"},
+        None,
+        "connection closed before the answer",
+    ),
+)
 
 
 def _cause(err: BaseException, timeout: float) -> str:
-    """What went wrong, in words a person can act on, then the library's own message."""
-    names = {c.__name__ for c in type(err).__mro__}
-    text = str(err)
-    if "NameResolutionError" in names or "Name or service not known" in text:
-        label = "unknown host"
-    elif "Connection refused" in text or "ConnectionRefusedError" in names:
-        label = "connection refused"
-    elif "ProxyError" in names:
-        label = "the proxy failed"
-    elif names & {"ConnectTimeoutError"}:
-        label = "connect timed out"
-    elif names & {"ReadTimeoutError", "TimeoutError"}:
-        label = f"no answer within {timeout:g}s"
-    elif names & {"ProtocolError", "ConnectionResetError", "RemoteDisconnected"}:
-        label = "connection closed before the answer"
-    else:
-        label = type(err).__name__
+    """The cause in words, then the library's own message."""
+    names, text = {c.__name__ for c in type(err).__mro__}, str(err)
+    label = next(
+        (label for kinds, words, label in _CAUSES if names & kinds or (words and words in text)),
+        type(err).__name__,
+    ).format(timeout=timeout)
     return f"{label} ({text})" if text and text != label else label
 
 
@@ -283,7 +259,7 @@ class ApiClientTransport:
 
     def authorization(self) -> str | None:
         if self._connection.token_file:
-            return "Bearer " + self._connection.bearer_token()  # type: ignore[operator]
+            return "Bearer " + read_token_file(self._connection.token_file)
         # Calls the loader's refresh hook: an expired exec-plugin token is fetched again.
         setting = self._configuration.auth_settings().get("BearerToken")
         value = setting.get("value") if setting else None
@@ -293,51 +269,40 @@ class ApiClientTransport:
         self, method: str, url: str, headers: dict[str, str], body: Any, timeout: float
     ) -> Response:
         from kubernetes.client.exceptions import ApiException
+        from urllib3 import HTTPHeaderDict
 
-        all_headers: Any = headers
+        sent = HTTPHeaderDict(headers)  # Impersonate-Group may repeat
         token = self.authorization()
         if token:
-            all_headers = {**headers, "Authorization": token}
-        if self._connection.impersonate:
-            from urllib3 import HTTPHeaderDict
-
-            all_headers = HTTPHeaderDict(all_headers)
-            for name, value in self._connection.impersonate:
-                all_headers.add(name, value)
+            sent["Authorization"] = token
+        for name, value in self._connection.impersonate:
+            sent.add(name, value)
         try:
             answer = self._client.call_api(
                 method,
                 url,
-                header_params=all_headers,
+                header_params=sent,
                 body=body,
                 _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
             )
         except ApiException as err:  # status 0: urllib3's SSLError
-            reason = str(err.reason)
+            reason = str(err.reason).replace("\n", ": ")
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
-                raise TlsVerifyFailed(reason.replace("\n", ": ")) from err
-            raise ConnectionError(reason.replace("\n", ": ")) from err
+                raise TlsVerifyFailed(reason) from err
+            raise ConnectionError(reason) from err
         try:
             data = answer.read()  # type: ignore[no-untyped-call]
         finally:
             answer.response.release_conn()
-        return Response(
-            status=answer.status,
-            headers={k.lower(): v for k, v in answer.headers.items()},
-            data=data or b"",
-        )
+        headers = {k.lower(): v for k, v in answer.headers.items()}
+        return Response(status=answer.status, headers=headers, data=data or b"")
 
 
 def _api_error(method: str, path: str, response: Response) -> ApiError:
-    body: dict[str, Any] = {}
-    message = response.data.decode("utf-8", "replace")[:500]
-    reason = ""
     try:
         parsed = json.loads(response.data)
-        if isinstance(parsed, dict):
-            body = parsed
-            message = str(parsed.get("message", message))
-            reason = str(parsed.get("reason", ""))
     except ValueError:
-        pass
-    return ApiError(method, path, response.status, reason or "Error", message, body)
+        parsed = None
+    body: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    message = str(body.get("message", response.data.decode("utf-8", "replace")[:500]))
+    return ApiError(method, path, response.status, body.get("reason") or "Error", message, body)

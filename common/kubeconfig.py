@@ -1,16 +1,15 @@
-"""Where the cluster is and who we are, in kubectl's order of precedence.
+"""Where the cluster is and who we are, in kubectl's order of precedence:
 
-1. an explicit ``--kubeconfig`` (and ``--context``);
-2. the ``KUBECONFIG`` list: missing files are skipped, but a list none of whose files exists
-   is an error (never a fall-back to another cluster). Files merge as kubectl merges them: for
-   every named cluster, user and context, and for ``current-context``, the first file wins;
+1. ``--kubeconfig`` (and ``--context``);
+2. the ``KUBECONFIG`` list: missing files are skipped, but a list none of whose files exists is
+   an error (never a fall-back to another cluster); entries merge first-wins, as in kubectl;
 3. ``~/.kube/config``;
-4. the in-cluster configuration (``KUBERNETES_SERVICE_HOST``), when none of the above exists.
+4. in-cluster (``KUBERNETES_SERVICE_HOST``).
 
-The files are read with ``kubernetes.config`` (exec plugins, auth-providers, client
-certificates, CA, ``insecure-skip-tls-verify``, ``tls-server-name``, ``proxy-url``), which
-never writes a kubeconfig back here. Reading and parsing happen in ``resolve``; credentials
-(an exec plugin runs here) are loaded when the client is built, by ``Connection.load``.
+``kubernetes.config`` reads the files and loads credentials, TLS and proxies, and never writes a
+kubeconfig back. Added here is only what it lacks: kubectl's rule that the first file's
+``current-context`` wins, a ``tokenFile`` read for every request (tokens rotate), impersonation,
+and errors that name the file. An exec plugin runs when the client is built (`Connection.load`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 from common.errors import RetryableError, UsageError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-# kubeconfig user fields that impersonate another identity, and the headers kubectl sends.
+# A kubeconfig user's impersonation fields, and the headers kubectl sends for them.
 IMPERSONATION = {"as": "Impersonate-User", "as-uid": "Impersonate-Uid"}
 
 
@@ -36,44 +35,27 @@ class Connection:
     source: str
     context: str | None = None
     user: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    cert_data: bytes | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    # Read again for every request: projected and kubeconfig tokenFiles rotate.
-    token_file: str | None = None
-    # Impersonate-* headers, as kubectl sends them for a user's `as`, `as-groups`, `as-uid`.
-    impersonate: tuple[tuple[str, str], ...] = ()
-    # "exec" or "auth-provider" when a plugin supplies the credentials.
-    plugin: str | None = None
-    # Fills a kubernetes.client.Configuration (host, TLS, credentials, proxy).
+    token_file: str | None = None  # read for every request
+    impersonate: tuple[tuple[str, str], ...] = ()  # (Impersonate-* header, value)
+    plugin: str | None = None  # "exec" or "auth-provider" when a plugin gives credentials
+    # Fills a kubernetes.client.Configuration: host, TLS, credentials, proxy.
     loader: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
-
-    def bearer_token(self) -> str | None:
-        if self.token_file:
-            return read_token_file(self.token_file)
-        return self.token
 
     def describe(self) -> str:
         parts = [self.server]
-        if self.context:
-            parts.append(f"context {self.context}")
-        if self.user:
-            parts.append(f"user {self.user}")
-        if self.impersonate:
-            parts.append("as " + ", ".join(value for _, value in self.impersonate))
+        parts += [f"context {self.context}"] if self.context else []
+        parts += [f"user {self.user}"] if self.user else []
+        parts += ["as " + ", ".join(v for _, v in self.impersonate)] if self.impersonate else []
         return ", ".join(parts) + f" (from {self.source})"
 
     def load(self, configuration: Any) -> None:
         """Fill a kubernetes.client.Configuration; errors name the cause and the source."""
-        if self.loader is None:
-            configuration.host = self.server
-            return
         from kubernetes.config.config_exception import ConfigException
 
+        configuration.host = self.server
         try:
-            self.loader(configuration)
+            if self.loader is not None:
+                self.loader(configuration)
         except (ConfigException, OSError, ValueError, KeyError) as err:
             raise UsageError(f"{self.source}: cannot load credentials: {err}") from err
 
@@ -99,16 +81,15 @@ def resolve(
         if not Path(kubeconfig).is_file():
             raise UsageError(f"--kubeconfig {kubeconfig}: no such file")
         return _from_files([kubeconfig], context, f"--kubeconfig {kubeconfig}")
-    kubeconfig_env = env.get("KUBECONFIG", "")
-    paths = [p for p in kubeconfig_env.split(os.pathsep) if p]
-    if paths:
-        existing = [p for p in paths if Path(p).is_file()]
+    listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if listed:
+        existing = [p for p in listed if Path(p).is_file()]
         if not existing:
             raise UsageError(
-                f"KUBECONFIG names no file that exists ({', '.join(paths)}); "
+                f"KUBECONFIG names no file that exists ({', '.join(listed)}); "
                 "fix it or unset it (kubectl does not fall back either)"
             )
-        return _from_files(existing, context, f"KUBECONFIG={kubeconfig_env}")
+        return _from_files(existing, context, f"KUBECONFIG={env['KUBECONFIG']}")
     default = (home or Path.home()) / ".kube" / "config"
     if default.is_file():
         return _from_files([str(default)], context, str(default))
@@ -136,7 +117,6 @@ def _in_cluster(env: dict[str, str]) -> Connection:
         server=probe.host,
         source="in-cluster",
         user="the pod's service account",
-        ca_file=probe.ssl_ca_cert,
         token_file=token_file,
         loader=loader.load_and_set,
     )
@@ -147,83 +127,56 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
 
     try:
         merger = KubeConfigMerger(os.pathsep.join(paths))  # type: ignore[no-untyped-call]
-    except Exception as err:  # yaml, decoding, shape: name the file that fails
-        raise UsageError(_unreadable(paths, err)) from err
-    # kubectl: the first file that sets current-context wins (the package lets the last win).
-    firsts = [merger.config_files[p].get("current-context") for p in merger.paths]
-    context_name = context or next((name for name in firsts if name), None)
-    if not context_name:
-        raise UsageError(f"{source}: no current-context; pass --context")
-    config = merger.config
-    ctx = _named(config, "contexts", context_name)
-    if ctx is None:
-        raise UsageError(f"{source}: context {context_name!r} not found")
-    cluster_name = (ctx.get("context") or {}).get("cluster")
-    user_name = (ctx.get("context") or {}).get("user")
-    cluster_node = _named(config, "clusters", cluster_name)
-    if cluster_node is None or not (cluster_node.get("cluster") or {}).get("server"):
-        raise UsageError(f"{source}: context {context_name!r}: cluster {cluster_name!r} not found")
-    cluster = cluster_node["cluster"]
-    user_node = _named(config, "users", user_name) if user_name else None
-    user: dict[str, Any] = (user_node.get("user") or {}) if user_node else {}
-    try:
+        currents = [merger.config_files[p].get("current-context") for p in merger.paths]
+        name = context or next((current for current in currents if current), None)
+        if not name:
+            raise UsageError(f"{source}: no current-context; pass --context")
+        config = merger.config
+        found = config["contexts"].get_with_name(name, safe=True)
+        if found is None:
+            raise UsageError(f"{source}: context {name!r} not found")
+        wanted = found.safe_get("context") or {}
+        cluster_name, user_name = wanted.get("cluster"), wanted.get("user")
+        cluster = config["clusters"].get_with_name(cluster_name, safe=True)
+        if cluster is None or not cluster["cluster"].safe_get("server"):
+            raise UsageError(f"{source}: context {name!r}: cluster {cluster_name!r} not found")
+        user_node = config["users"].get_with_name(user_name, safe=True) if user_name else None
+        user = user_node["user"] if user_node else None
         loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
-            config_dict=config, active_context=context_name, config_base_path=None
+            config_dict=config, active_context=name, config_base_path=None
         )
-    except Exception as err:
-        raise UsageError(f"{source}: context {context_name!r}: {err}") from err
-    cluster_dir = _folder(cluster_node, paths[0])
-    user_dir = _folder(user_node, paths[0]) if user_node else cluster_dir
+    except UsageError:
+        raise
+    except Exception as err:  # yaml, decoding, shape: name the file that fails
+        raise UsageError(_unreadable(paths, source, err)) from err
+    fields: dict[str, Any] = dict(user.value) if user else {}
+    token_file = fields.get("tokenFile") if not fields.get("token") else None
+    if token_file:  # relative to the file that names it, as the package and kubectl read it
+        token_file = str(
+            Path(getattr(user, "path", None) or paths[0]).resolve().parent / token_file
+        )
+    own_proxy = "proxy-url" in cluster["cluster"].value
 
-    def rel(base: Path, value: str | None) -> str | None:
-        return str(base / value) if value else None
+    def load(configuration: Any) -> None:
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+        if own_proxy:  # as kubectl: a cluster's proxy-url is used whatever NO_PROXY says
+            configuration.no_proxy = None
 
-    import base64
-
-    try:
-        cert_data = base64.b64decode(user.get("client-certificate-data") or "")
-    except ValueError as err:
-        raise UsageError(f"{source}: user {user_name!r}: client-certificate-data: {err}") from err
     return Connection(
-        server=str(cluster["server"]).rstrip("/"),
+        server=str(cluster["cluster"]["server"]).rstrip("/"),
         source=source,
-        context=context_name,
+        context=name,
         user=user_name,
-        ca_file=rel(cluster_dir, cluster.get("certificate-authority")),
-        cert_file=rel(user_dir, user.get("client-certificate")),
-        key_file=rel(user_dir, user.get("client-key")),
-        cert_data=cert_data or None,
-        token=user.get("token"),
-        # The package reads a tokenFile once and keeps its newline; we read it per request.
-        token_file=None if user.get("token") else rel(user_dir, user.get("tokenFile")),
-        impersonate=_impersonation(user, source),
-        plugin=next((key for key in ("exec", "auth-provider") if user.get(key)), None),
-        loader=lambda configuration: _load(loader, configuration, "proxy-url" in cluster),
+        token_file=token_file,
+        impersonate=_impersonation(fields, source),
+        plugin=next((key for key in ("exec", "auth-provider") if fields.get(key)), None),
+        loader=load,
     )
-
-
-def _load(loader: Any, configuration: Any, own_proxy: bool) -> None:
-    loader.load_and_set(configuration)
-    if own_proxy:  # as kubectl: a cluster's proxy-url is used whatever NO_PROXY says
-        configuration.no_proxy = None
-
-
-def _named(config: Any, section: str, name: object) -> Any:
-    for entry in config.value.get(section) or []:
-        value = entry.value if hasattr(entry, "value") else entry
-        if isinstance(value, dict) and value.get("name") == name:
-            return value | {"_path": getattr(entry, "path", None)}
-    return None
-
-
-def _folder(node: dict[str, Any], fallback: str) -> Path:
-    return Path(node.get("_path") or fallback).resolve().parent
 
 
 def _impersonation(user: dict[str, Any], source: str) -> tuple[tuple[str, str], ...]:
     headers = [(header, str(user[key])) for key, header in IMPERSONATION.items() if user.get(key)]
-    groups = user.get("as-groups") or []
-    extra = user.get("as-user-extra") or {}
+    groups, extra = user.get("as-groups") or [], user.get("as-user-extra") or {}
     if not isinstance(groups, list) or not isinstance(extra, dict):
         raise UsageError(f"{source}: as-groups must be a list and as-user-extra a mapping")
     if (groups or extra) and not headers:
@@ -235,7 +188,7 @@ def _impersonation(user: dict[str, Any], source: str) -> tuple[tuple[str, str], 
     return tuple(headers)
 
 
-def _unreadable(paths: list[str], err: Exception) -> str:
+def _unreadable(paths: list[str], source: str, err: Exception) -> str:
     """Which kubeconfig cannot be read or parsed, and why (only on the error path)."""
     import yaml
 
@@ -250,4 +203,4 @@ def _unreadable(paths: list[str], err: Exception) -> str:
             return f"kubeconfig {path}: {problem.strerror}"
         if not isinstance(data, dict):
             return f"kubeconfig {path}: not a kubeconfig (a mapping with clusters, users, contexts)"
-    return f"kubeconfig {', '.join(paths)}: {err}"
+    return f"{source}: {err}"

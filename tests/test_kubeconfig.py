@@ -5,11 +5,21 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from common.errors import UsageError
-from common.kubeconfig import resolve
+from common.kubeconfig import Connection, read_token_file, resolve
+
+
+def configured(connection: Connection) -> Any:
+    """The kubernetes.client.Configuration the tools' client is built with."""
+    from kubernetes.client import Configuration
+
+    configuration = Configuration()
+    connection.load(configuration)
+    return configuration
 
 
 def write(path: Path, current: str | None, *contexts: tuple[str, str]) -> str:
@@ -41,7 +51,7 @@ def test_the_first_kubeconfig_files_current_context_wins(tmp_path: Path) -> None
     second = write(tmp_path / "second", "beta", ("beta", "https://beta"))
     connection = resolve(None, None, {"KUBECONFIG": f"{first}:{second}"})
     assert connection.server == "https://alpha"
-    assert connection.token == "token-alpha"
+    assert configured(connection).api_key["BearerToken"] == "Bearer token-alpha"
 
 
 def test_entries_merge_across_files_first_wins(tmp_path: Path) -> None:
@@ -68,9 +78,10 @@ def test_in_cluster_comes_after_home_as_in_kubectl(
     env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     connection = resolve(None, None, env, home=home)
     assert connection.server == "https://10.0.0.1:443"
-    assert connection.bearer_token() == "pod-token"
+    assert connection.token_file == str(account / "token")
+    assert read_token_file(connection.token_file) == "pod-token"
     (account / "token").write_text("rotated-token")
-    assert connection.bearer_token() == "rotated-token"
+    assert read_token_file(connection.token_file) == "rotated-token"
     write_home = home / ".kube"
     write_home.mkdir(parents=True)
     write(write_home / "config", "h", ("h", "https://home"))
@@ -173,10 +184,24 @@ def test_relative_certificate_paths_are_relative_to_their_file(tmp_path: Path) -
             }
         )
     )
-    connection = resolve(str(folder / "k"), None, {})
-    assert connection.ca_file == str(folder / "ca")
-    assert connection.key_file == str(folder / "key.pem")
-    assert connection.cert_data == b"CERT"
+    (folder / "ca").write_text("CA")
+    (folder / "key.pem").write_text("KEY")
+    configuration = configured(resolve(str(folder / "k"), None, {}))
+    assert configuration.ssl_ca_cert == str(folder / "ca")
+    assert configuration.key_file == str(folder / "key.pem")
+    assert Path(configuration.cert_file).read_text() == "CERT"
+
+
+def test_a_relative_token_file_is_relative_to_its_kubeconfig(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    config = json.loads(Path(write(folder / "k", "x", ("x", "https://x"))).read_text())
+    config["users"][0]["user"] = {"tokenFile": "token"}
+    (folder / "k").write_text(json.dumps(config))
+    (folder / "token").write_text("file-token\n")
+    connection = resolve(None, None, {"KUBECONFIG": str(folder / "k")})
+    assert connection.token_file == str(folder / "token")
+    assert read_token_file(connection.token_file) == "file-token"
 
 
 def _b64(text: str) -> str:
