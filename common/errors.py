@@ -1,15 +1,11 @@
-"""Errors and exit codes, in one place.
-
-0 done or nothing to do; 1 a failure a retry may fix; 2 usage; 3 refused: invalid or unsafe
-input, nothing changed.
-"""
+"""Errors and exit codes, in one place: 0 done or nothing to do; 1 a failure a retry may fix;
+2 usage; 3 refused: invalid or unsafe input, nothing changed."""
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_RETRY = 1
-EXIT_USAGE = 2
-EXIT_REFUSED = 3
+from typing import Any
+
+EXIT_OK, EXIT_RETRY, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 class CpError(Exception):
@@ -23,15 +19,11 @@ class CpError(Exception):
         self.details = details or []
 
     def __str__(self) -> str:
-        if not self.details:
-            return self.message
-        return self.message + "\n" + "\n".join(f"  - {line}" for line in self.details)
+        return "\n".join([self.message, *(f"  - {line}" for line in self.details)])
 
 
 class RetryableError(CpError):
     """Something a later run may get past: a missing CR, an unreachable or failing apiserver."""
-
-    exit_code = EXIT_RETRY
 
 
 class UsageError(CpError):
@@ -47,39 +39,14 @@ class RefusedError(CpError):
 
 
 class ApiError(RetryableError):
-    """The apiserver answered a request with an error status."""
+    """The apiserver answered a request with an error status (`body`: its Status object)."""
 
     def __init__(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        reason: str,
-        message: str,
-        body: dict[str, object] | None = None,
+        self, method: str, path: str, status: int, reason: str, message: str, body: dict[str, Any]
     ) -> None:
-        self.method = method
-        self.path = path
-        self.status = status
-        self.reason = reason
-        self.body = body or {}
         super().__init__(f"{method} {path}: {status} {reason}: {message}")
-        self.api_message = message
-
-    @property
-    def causes(self) -> list[dict[str, str]]:
-        """The field-level causes of a 422 Invalid answer (or a strict-validation 400)."""
-        details = self.body.get("details")
-        if not isinstance(details, dict):
-            return []
-        causes = details.get("causes")
-        if not isinstance(causes, list):
-            return []
-        return [
-            {str(k): str(v) for k, v in cause.items()}
-            for cause in causes
-            if isinstance(cause, dict)
-        ]
+        self.method, self.path, self.status, self.reason = method, path, status, reason
+        self.api_message, self.body = message, body
 
 
 class ConnectionFailed(RetryableError):

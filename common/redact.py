@@ -21,38 +21,13 @@ import threading
 from typing import Any
 
 MASK = "<redacted>"
-# Words that make a key a credential's, after lower-casing and dropping separators.
-_SECRET_WORDS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "credential",
-    "privatekey",
-    "apikey",
-    "accesskey",
-    "servicekey",
-    "clientsecret",
+# Words that make a key a credential's, after lower-casing and dropping separators ...
+_SECRET_WORD = re.compile(
+    "password|passwd|passphrase|secret|token|credential|privatekey|apikey|accesskey|servicekey"
 )
 # ... unless the key names or configures one rather than holding it.
-_NAME_SUFFIXES = (
-    "name",
-    "names",
-    "ref",
-    "config",
-    "mode",
-    "path",
-    "file",
-    "url",
-    "uri",
-    "enabled",
-    "type",
-    "id",
-    "key",
-    "keys",
-)
-_KEY_HOLDERS = ("privatekey", "apikey", "accesskey", "secretkey", "servicekey")
+_NAMES_ONE = re.compile("(name|names|ref|config|mode|path|file|url|uri|enabled|type|id|keys?)$")
+_KEY_HOLDER = re.compile("(privatekey|apikey|accesskey|secretkey|servicekey)$")
 _SEPARATORS = re.compile(r"[^a-z0-9]")
 # Values shorter than this are not remembered: masking every "true" or "1" would hide more
 # than it protects (they are still masked by key).
@@ -72,47 +47,34 @@ def is_secret_key(key: object) -> bool:
     if lowered.endswith(".key") or lowered == "ssh-privatekey":
         return True
     normal = _SEPARATORS.sub("", lowered)
-    if not any(word in normal for word in _SECRET_WORDS):
+    if not _SECRET_WORD.search(normal):
         return False
-    if normal.endswith(_KEY_HOLDERS):
-        return True
-    return not normal.endswith(_NAME_SUFFIXES)
+    return bool(_KEY_HOLDER.search(normal)) or not _NAMES_ONE.search(normal)
 
 
 def remember(value: object) -> None:
     """Mask this value (and its base64 form) in every later log line and diff."""
     global _pattern
-    if isinstance(value, bool | int | float):
-        value = str(value)
-    if not isinstance(value, str):
+    text = str(value) if isinstance(value, bool | int | float) else value
+    if not isinstance(text, str):
         return
-    forms = {value, value.strip()}
-    for line in value.splitlines():
-        forms.add(line.strip())
-    added = False
+    forms = {text, text.strip(), *(line.strip() for line in text.splitlines())}
     with _lock:
-        for form in forms:
-            if len(form) < MIN_REMEMBERED or form in _remembered:
-                continue
+        new = {form for form in forms if len(form) >= MIN_REMEMBERED} - _remembered
+        for form in new:
             _remembered.add(form)
-            encoded = base64.b64encode(form.encode("utf-8", "surrogatepass")).decode()
-            _remembered.add(encoded)
-            added = True
-        if added:
-            # Longest first, so that a value containing another is masked whole.
+            _remembered.add(base64.b64encode(form.encode("utf-8", "surrogatepass")).decode())
+        if new:  # longest first, so that a value containing another is masked whole
             ordered = sorted(_remembered, key=len, reverse=True)
             _pattern = re.compile("|".join(re.escape(form) for form in ordered))
 
 
 def remember_all(value: Any) -> None:
     """Every scalar inside value (a mapping under a credential key holds only secrets)."""
-    if isinstance(value, dict):
-        for item in value.values():
-            remember_all(item)
-    elif isinstance(value, list):
-        for item in value:
-            remember_all(item)
-    else:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        remember_all(item)
+    if not isinstance(value, dict | list):
         remember(value)
 
 
@@ -127,9 +89,7 @@ def forget_all() -> None:
 def scrub(text: str) -> str:
     """Mask every remembered value in text."""
     pattern = _pattern
-    if pattern is None or not text:
-        return text
-    return pattern.sub(MASK, text)
+    return pattern.sub(MASK, text) if pattern is not None and text else text
 
 
 def data(value: Any, *, secret: bool = False) -> Any:
@@ -218,16 +178,11 @@ def _secret_spans(text: str) -> list[tuple[int, int]] | None:
 def _remember_node(node: Any, depth: int) -> None:
     import yaml
 
-    if depth > 100:
-        return
     if isinstance(node, yaml.ScalarNode):
         remember(node.value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _remember_node(item, depth + 1)
-    elif isinstance(node, yaml.MappingNode):
-        for _, value_node in node.value:
-            _remember_node(value_node, depth + 1)
+    elif depth < 100 and isinstance(node, yaml.CollectionNode):
+        for item in node.value:  # a mapping's items are (key, value) pairs: values only
+            _remember_node(item[1] if isinstance(item, tuple) else item, depth + 1)
 
 
 _LINE = re.compile(r"""^(\s*(?:-\s+)?["']?([^\s"':#][^"':]*?)["']?\s*[:=]\s*)(\S.*?)\s*$""")

@@ -220,7 +220,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
         if err.status not in (400, 422):
             raise
         problems: list[str] = []
-        for cause in err.causes:
+        for cause in _causes(err.body):
             message = cause.get("message", "")
             if _STRICT_DECODING in message:
                 problems += _strict_decoding_problems(message)
@@ -233,6 +233,15 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
             f"{planning.CONFIG_KEY}); the CR is unchanged",
             details=problems,
         ) from err
+
+
+def _causes(status: dict[str, Any]) -> list[dict[str, str]]:
+    """The field-level causes of a 422 Invalid answer (or a strict-validation 400)."""
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if not isinstance(causes, list):
+        return []
+    return [{str(k): str(v) for k, v in c.items()} for c in causes if isinstance(c, dict)]
 
 
 def _strict_decoding_problems(message: str) -> list[str]:
