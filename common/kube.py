@@ -260,8 +260,11 @@ class ApiClientTransport:
     def authorization(self) -> str | None:
         if self._connection.token_file:
             return "Bearer " + read_token_file(self._connection.token_file)
-        # Calls the loader's refresh hook: an expired exec-plugin token is fetched again.
-        setting = self._configuration.auth_settings().get("BearerToken")
+        try:  # calls the loader's refresh hook: an expired plugin token is fetched again
+            setting = self._configuration.auth_settings().get("BearerToken")
+        except Exception as err:
+            who = f"{self._connection.source}: user {self._connection.user}"
+            raise RetryableError(f"{who}: the credentials could not be refreshed: {err}") from err
         value = setting.get("value") if setting else None
         return " ".join(str(value).split()) if value else None
 

@@ -25,6 +25,13 @@ from common.errors import RetryableError, UsageError
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # A kubeconfig user's impersonation fields, and the headers kubectl sends for them.
 IMPERSONATION = {"as": "Impersonate-User", "as-uid": "Impersonate-Uid"}
+# The package refreshes a gcp auth-provider token only with google-auth, which we do not ship.
+GCP_REFRESH = (
+    "its gcp auth-provider access-token is missing or expired and could not be refreshed "
+    "({err}); use the exec plugin gke-gcloud-auth-plugin instead, as kubectl does since 1.26 "
+    "(`gcloud container clusters get-credentials` writes it)"
+)
+NO_GOOGLE_AUTH = "the package needs google-auth for it, which is not installed"
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class Connection:
     user: str | None = None
     token_file: str | None = None  # read for every request
     impersonate: tuple[tuple[str, str], ...] = ()  # (Impersonate-* header, value)
-    plugin: str | None = None  # "exec" or "auth-provider" when a plugin gives credentials
+    plugin: str | None = None  # "exec" or "auth-provider NAME": a plugin gives credentials
     # Fills a kubernetes.client.Configuration: host, TLS, credentials, proxy.
     loader: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
@@ -50,14 +57,19 @@ class Connection:
 
     def load(self, configuration: Any) -> None:
         """Fill a kubernetes.client.Configuration; errors name the cause and the source."""
-        from kubernetes.config.config_exception import ConfigException
-
         configuration.host = self.server
         try:
             if self.loader is not None:
                 self.loader(configuration)
-        except (ConfigException, OSError, ValueError, KeyError) as err:
-            raise UsageError(f"{self.source}: cannot load credentials: {err}") from err
+        except Exception as err:  # the package's, a file's, or a plugin's: name the user
+            cause: object = err
+            if self.plugin == "auth-provider gcp":  # google-auth missing: no credentials object
+                cause = GCP_REFRESH.format(
+                    err=NO_GOOGLE_AUTH if type(err) is AttributeError else err
+                )
+            raise UsageError(
+                f"{self.source}: cannot load the credentials of user {self.user}: {cause}"
+            ) from err
 
 
 def read_token_file(path: str) -> str:
@@ -169,9 +181,17 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         user=user_name,
         token_file=token_file,
         impersonate=_impersonation(fields, source),
-        plugin=next((key for key in ("exec", "auth-provider") if fields.get(key)), None),
+        plugin=_plugin(fields),
         loader=load,
     )
+
+
+def _plugin(user: dict[str, Any]) -> str | None:
+    """ "exec", or "auth-provider NAME", when a plugin supplies the user's credentials."""
+    if user.get("exec"):
+        return "exec"
+    provider = user.get("auth-provider")
+    return f"auth-provider {provider.get('name')}" if isinstance(provider, dict) else None
 
 
 def _impersonation(user: dict[str, Any], source: str) -> tuple[tuple[str, str], ...]:

@@ -1,10 +1,12 @@
 """Cluster access as kubectl does it, on the real apiserver: proxies (HTTPS_PROXY, a cluster's
 proxy-url, NO_PROXY), exec-plugin credentials that expire mid-run, a rotating tokenFile,
-tls-server-name, impersonation, and failures that say what is wrong at once."""
+tls-server-name, impersonation, a gcp auth-provider's cached token, and failures that say what
+is wrong at once."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import socket
 import sys
@@ -315,3 +317,37 @@ def test_an_auth_provider_token_reaches_the_authorization_header(tmp_path: Path)
     (tmp_path / "k").write_text(json.dumps(config))
     transport = ApiClientTransport(resolve(str(tmp_path / "k"), None, {}), 1)
     assert transport.authorization() == f"Bearer {id_token}"
+
+
+def gcp_user(token: str, expires_in: datetime.timedelta) -> Callable[[dict[str, Any]], None]:
+    """A user as older gcloud versions wrote it: the gcp auth-provider with a cached token."""
+    expiry = datetime.datetime.now(datetime.UTC) + expires_in
+
+    def use(config: dict[str, Any]) -> None:
+        provider = {"access-token": token, "expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        config["users"][0]["user"] = {"auth-provider": {"name": "gcp", "config": provider}}
+
+    return use
+
+
+def test_a_gcp_auth_providers_cached_token_is_used_while_it_is_fresh(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    chain.fresh_install(cluster)
+    exec_account(cluster)
+    fresh = gcp_user(cluster.mint_token(*EXEC_ACCOUNT), datetime.timedelta(hours=1))
+    result = chain.run_chain(variant(cluster, tmp_path / "gcp", fresh))
+    assert result.succeeded, result.output()
+
+
+def test_an_expired_gcp_token_is_exit_2_naming_the_exec_plugin_to_use(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The package refreshes it only with google-auth, which the images do not ship.
+    expired = gcp_user("a-token-that-expired", -datetime.timedelta(hours=1))
+    kubeconfig = variant(cluster, tmp_path / "gcp", expired)
+    for step in (chain.MIGRATOR, chain.STATUS):
+        result = chain.run_in_process(step, kubeconfig)
+        assert result.exit_code == 2, result.output
+        assert "gcp auth-provider access-token is missing or expired" in result.output
+        assert "gke-gcloud-auth-plugin" in result.output and "Traceback" not in result.output
