@@ -55,7 +55,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def make_pki(folder: Path, extra_sans: tuple[str, ...] = ()) -> None:
-    """A small CA, a serving certificate for 127.0.0.1/localhost (and `extra_sans`, such as
+    """A small CA, a serving certificate for 127.0.0.1/::1/localhost (and `extra_sans`, such as
     "IP:10.0.0.1"), an admin client certificate in system:masters, and the service-account
     signing key pair."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,9 @@ def make_pki(folder: Path, extra_sans: tuple[str, ...] = ()) -> None:
     )
     (folder / "san.ext").write_text(
         "subjectAltName="
-        + ",".join(("IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes.default.svc", *extra_sans))
+        + ",".join(
+            ("IP:127.0.0.1", "IP:::1", "DNS:localhost", "DNS:kubernetes.default.svc", *extra_sans)
+        )
         + "\n"
         "extendedKeyUsage=serverAuth\n"
     )
