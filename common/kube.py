@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from urllib.parse import quote, urlencode
 
 from common.errors import ApiError, ConnectionFailed, RetryableError
 from common.kubeconfig import Connection, read_token_file
-from common.retry import RETRYABLE_STATUSES, RetryBudget, parse_retry_after
 
 log = logging.getLogger("kube")
 
@@ -30,6 +30,9 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,ap
 # For a LIST: the apiserver answers 406 to METADATA_ONLY on a collection.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 CONNECT_TIMEOUT = 5.0  # per try: a connection not established by then will not be
+# 429 comes from API Priority and Fairness before the request is processed; the 5xx are the
+# apiserver's or a proxy's transient failures.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def resource_path(
@@ -98,7 +101,16 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type
         may_repeat = method in ("GET", "HEAD") if retry_safe is None else retry_safe
-        budget = RetryBudget(total_seconds=self.retry_seconds)
+        deadline = time.monotonic() + self.retry_seconds
+
+        def next_delay(attempt: int, retry_after: str | None = None) -> float | None:
+            """Seconds to wait before the next try (Retry-After, else exponential backoff with
+            jitter), or None when that would pass the deadline."""
+            delay = min(4.0, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            if retry_after and retry_after.replace(".", "", 1).isdigit():  # never an HTTP date
+                delay = float(retry_after)
+            return delay if time.monotonic() + delay < deadline else None
+
         what, server = f"{method} {path}", self.connection.server
         for attempt in range(1, 1_000_000):
             self.request_count += 1
@@ -114,7 +126,7 @@ class Kube:
                 raise  # credentials could not be had (a token file, an exec plugin)
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
                 cause = _cause(err, self.request_timeout)
-                delay = budget.next_delay() if may_repeat or _never_sent(err) else None
+                delay = next_delay(attempt) if may_repeat or _never_sent(err) else None
                 if delay is None:
                     raise ConnectionFailed(
                         f"{what}: no answer from the apiserver {server} after {attempt} "
@@ -127,7 +139,7 @@ class Kube:
                 return json.loads(response.data) if response.data else {}
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
-                delay = budget.next_delay(parse_retry_after(response.headers.get("retry-after")))
+                delay = next_delay(attempt, response.headers.get("retry-after"))
                 if delay is not None:
                     log.debug("retrying %s after %s in %.2fs", what, response.status, delay)
                     time.sleep(delay)
