@@ -430,18 +430,14 @@ def user_config_problem(
             f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
             "that copy under another name and makes its own)"
         )
-    recorded = crnames.annotations_of(dict(cr)).get(backups.MIGRATED_DIGESTS_ANNOTATION)
-    migrated = backups.parse_digests(recorded).get(name)
+    drift = backups.drift_problem(dict(cr), name, str(live_digest))
+    if drift:
+        return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         backups.DIGEST_ANNOTATION
     )
-    if migrated is not None and live_digest != migrated:
-        return Problem(
-            f"its data changed after it was migrated into the CR (migrated {migrated}, now "
-            f"{live_digest}). {backups.REMIGRATE_REMEDY}"
-        )
     if backed_up != live_digest:
-        if migrated is not None:  # the CR holds this data; only the backup is behind
+        if backups.migrated_digest(dict(cr), name):  # the CR holds this data; the backup is behind
             return Problem(f"its data differs from its backup {where}; {run_backup}")
         return Problem(
             f"its data differs from its backup {where} and the CR does not record what was "

@@ -102,17 +102,20 @@ def parse_digests(value: str | None) -> dict[str, str]:
     return found
 
 
-def drift_problem(cr: dict[str, Any], name: str, live: dict[str, Any]) -> str | None:
-    """Why the live kyma-system/`name` is not what was migrated into the CR, or None (also
-    when the CR records nothing: a migration by the original Go migrator)."""
+def migrated_digest(cr: dict[str, Any], name: str) -> str | None:
+    """The digest kyma-system/`name` had when it was migrated into the CR; None when the CR
+    records none (a migration by the original Go migrator)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
-    migrated = parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
-    if migrated is None or migrated == content_digest(live):
+    return parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
+
+
+def drift_problem(cr: dict[str, Any], name: str, live_digest: str) -> str | None:
+    """Why the live kyma-system/`name` is not what was migrated into the CR, or None."""
+    migrated = migrated_digest(cr, name)
+    if migrated is None or migrated == live_digest:
         return None
-    return (
-        f"its data changed after it was migrated into the CR (migrated {migrated}, now "
-        f"{content_digest(live)})"
-    )
+    changed = f"(migrated {migrated}, now {live_digest})"
+    return f"its data changed after it was migrated into the CR {changed}"
 
 
 def digest_problem(backup: dict[str, Any]) -> str | None:

@@ -11,45 +11,11 @@ import socketserver
 import threading
 from typing import Any
 
-
-class ConnectProxy:
-    def __init__(self) -> None:
-        self.tunnels: list[str] = []  # "host:port" per CONNECT that was let through
-        self.refused: list[str] = []
-        self._lock = threading.Lock()
-        self._server: _Server | None = None
-
-    def __enter__(self) -> ConnectProxy:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.proxy = self
-        self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def _note(self, target: str, allowed: bool) -> None:
-        with self._lock:
-            (self.tunnels if allowed else self.refused).append(target)
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    proxy: ConnectProxy
+from tests.support.servers import BackgroundServer, ThreadedServer
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
+    server: ThreadedServer
 
     def handle(self) -> None:
         client: socket.socket = self.request
@@ -66,7 +32,7 @@ class _Handler(socketserver.BaseRequestHandler):
         host, _, port = target.rpartition(":")
         host = host.strip("[]")
         if method != "CONNECT" or not port.isdigit() or not _loopback(host):
-            self.server.proxy._note(target, allowed=False)
+            self.server.owner._note(target, allowed=False)
             client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
         try:
@@ -74,7 +40,7 @@ class _Handler(socketserver.BaseRequestHandler):
         except OSError:
             client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return
-        self.server.proxy._note(target, allowed=True)
+        self.server.owner._note(target, allowed=True)
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         _pump(client, upstream)
 
@@ -104,3 +70,21 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
         return
     finally:
         b.close()
+
+
+class ConnectProxy(BackgroundServer):
+    handler = _Handler
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tunnels: list[str] = []  # "host:port" per CONNECT that was let through
+        self.refused: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _note(self, target: str, allowed: bool) -> None:
+        with self._lock:
+            (self.tunnels if allowed else self.refused).append(target)

@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import socket
-import socketserver
 import ssl
 import struct
 import threading
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+
+from tests.support.servers import BackgroundServer, ThreadedServer
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REVIEWS = "/apis/authorization.k8s.io/"
@@ -177,172 +178,6 @@ class _Upstream:
     context: ssl.SSLContext
 
 
-class FaultProxy:
-    """Start with `with FaultProxy(admin_kubeconfig, folder) as proxy:`."""
-
-    def __init__(self, admin_kubeconfig: Path, folder: Path) -> None:
-        config = yaml.safe_load(admin_kubeconfig.read_text())
-        cluster = config["clusters"][0]["cluster"]
-        user = config["users"][0]["user"]
-        ca_file = cluster["certificate-authority"]
-        pki = Path(ca_file).parent
-        self._ca_file = ca_file
-        upstream = urlsplit(cluster["server"])
-        context = ssl.create_default_context(cafile=ca_file)
-        context.load_cert_chain(user["client-certificate"], user["client-key"])
-        self._upstream = _Upstream(upstream.hostname or "127.0.0.1", upstream.port or 443, context)
-        # The apiserver's own serving certificate (SAN 127.0.0.1), so clients trust the proxy
-        # with the control plane's CA.
-        self._serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._serving.load_cert_chain(str(pki / "serving.crt"), str(pki / "serving.key"))
-        self.folder = folder
-        self.rules: list[Rule] = []
-        self.records: list[Record] = []
-        self._victim: int | None = None
-        self.killed: list[Request] = []
-        self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- life cycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.proxy = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
-        self._write_kubeconfig()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.folder / "proxy-kubeconfig"
-
-    def _write_kubeconfig(self) -> None:
-        # The proxy authenticates upstream itself; the token only proves the tools send one.
-        self.kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "proxy",
-                            "cluster": {
-                                "server": f"https://127.0.0.1:{self.port}",
-                                "certificate-authority": self._ca_file,
-                            },
-                        }
-                    ],
-                    "users": [{"name": "proxy", "user": {"token": "fault-proxy-client"}}],
-                    "contexts": [
-                        {"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}
-                    ],
-                    "current-context": "proxy",
-                }
-            )
-        )
-
-    # -- configuration ---------------------------------------------------------------------
-
-    def add(self, rule: Rule) -> Rule:
-        with self._lock:
-            self.rules.append(rule)
-        return rule
-
-    def reset(self) -> None:
-        """Forget rules, records and the registered process."""
-        with self._lock:
-            self.rules.clear()
-            self.records.clear()
-            self.killed.clear()
-            self._victim = None
-
-    @contextlib.contextmanager
-    def victim(self, pid: int) -> Iterator[None]:
-        """While active, a `kill` action SIGKILLs process `pid`."""
-        with self._lock:
-            self._victim = pid
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._victim = None
-
-    # -- what happened ---------------------------------------------------------------------
-
-    def snapshot(self) -> list[Record]:
-        with self._lock:
-            return list(self.records)
-
-    def writes(self) -> list[Record]:
-        """Every non-GET request received, dry runs included, in order."""
-        return [r for r in self.snapshot() if r.request.mutating]
-
-    def effective_writes(self) -> list[Record]:
-        return [r for r in self.snapshot() if r.took_effect]
-
-    # -- used by the handler -----------------------------------------------------------------
-
-    def _decide(self, request: Request) -> Action:
-        with self._lock:
-            chosen = PASS
-            for rule in self.rules:
-                if not rule.matches(request):
-                    continue
-                rule.seen += 1
-                due = rule.seen >= rule.occurrence and (
-                    rule.times is None or rule.fired < rule.times
-                )
-                if due and chosen is PASS:
-                    rule.fired += 1
-                    chosen = rule.action
-            return chosen
-
-    def _record(self, record: Record) -> None:
-        with self._lock:
-            self.records.append(record)
-
-    def _kill_victim(self, request: Request) -> None:
-        with self._lock:
-            pid = self._victim
-            self.killed.append(request)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            # Wait until it is really dead (a zombie or gone) before dropping the connection, so
-            # it cannot act on the reset. Never reap it here: its parent wants the status.
-            wait_for(lambda: _dead(pid), timeout=5)
-
-    def _forward(
-        self,
-        upstream_connection: _UpstreamConnection,
-        method: str,
-        target: str,
-        headers: dict[str, str],
-        body: bytes | None,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        return upstream_connection.send(method, target, headers, body)
-
-
 class _UpstreamConnection:
     """One keep-alive connection to the apiserver per client connection, opened lazily."""
 
@@ -385,14 +220,12 @@ class _UpstreamConnection:
             self._connection = None
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    proxy: FaultProxy
+class _TlsServer(ThreadedServer):
+    owner: FaultProxy
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = super().get_request()
-        wrapped = self.proxy._serving.wrap_socket(
+        wrapped = self.owner._serving.wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False
         )
         return wrapped, address
@@ -400,7 +233,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: _TlsServer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -412,7 +245,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self._upstream_connection = _UpstreamConnection(self.server.proxy._upstream)
+        self._upstream_connection = _UpstreamConnection(self.server.owner._upstream)
 
     def finish(self) -> None:
         self._upstream_connection.close()
@@ -420,7 +253,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             super().finish()
 
     def _serve(self) -> None:
-        proxy = self.server.proxy
+        proxy = self.server.owner
         split = urlsplit(self.path)
         request = Request(
             method=self.command,
@@ -532,3 +365,147 @@ def _dead(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+class FaultProxy(BackgroundServer):
+    """Start with `with FaultProxy(admin_kubeconfig, folder) as proxy:`."""
+
+    handler = _Handler
+    server_class = _TlsServer
+
+    def __init__(self, admin_kubeconfig: Path, folder: Path) -> None:
+        super().__init__()
+        config = yaml.safe_load(admin_kubeconfig.read_text())
+        cluster = config["clusters"][0]["cluster"]
+        user = config["users"][0]["user"]
+        ca_file = cluster["certificate-authority"]
+        pki = Path(ca_file).parent
+        self._ca_file = ca_file
+        upstream = urlsplit(cluster["server"])
+        context = ssl.create_default_context(cafile=ca_file)
+        context.load_cert_chain(user["client-certificate"], user["client-key"])
+        self._upstream = _Upstream(upstream.hostname or "127.0.0.1", upstream.port or 443, context)
+        # The apiserver's own serving certificate (SAN 127.0.0.1), so clients trust the proxy
+        # with the control plane's CA.
+        self._serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._serving.load_cert_chain(str(pki / "serving.crt"), str(pki / "serving.key"))
+        self.folder = folder
+        self.rules: list[Rule] = []
+        self.records: list[Record] = []
+        self._victim: int | None = None
+        self.killed: list[Request] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        super().start()
+        self._write_kubeconfig()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.folder / "proxy-kubeconfig"
+
+    def _write_kubeconfig(self) -> None:
+        # The proxy authenticates upstream itself; the token only proves the tools send one.
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "proxy",
+                            "cluster": {
+                                "server": f"https://127.0.0.1:{self.port}",
+                                "certificate-authority": self._ca_file,
+                            },
+                        }
+                    ],
+                    "users": [{"name": "proxy", "user": {"token": "fault-proxy-client"}}],
+                    "contexts": [
+                        {"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}
+                    ],
+                    "current-context": "proxy",
+                }
+            )
+        )
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def add(self, rule: Rule) -> Rule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def reset(self) -> None:
+        """Forget rules, records and the registered process."""
+        with self._lock:
+            self.rules.clear()
+            self.records.clear()
+            self.killed.clear()
+            self._victim = None
+
+    @contextlib.contextmanager
+    def victim(self, pid: int) -> Iterator[None]:
+        """While active, a `kill` action SIGKILLs process `pid`."""
+        with self._lock:
+            self._victim = pid
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._victim = None
+
+    # -- what happened ---------------------------------------------------------------------
+
+    def snapshot(self) -> list[Record]:
+        with self._lock:
+            return list(self.records)
+
+    def writes(self) -> list[Record]:
+        """Every non-GET request received, dry runs included, in order."""
+        return [r for r in self.snapshot() if r.request.mutating]
+
+    def effective_writes(self) -> list[Record]:
+        return [r for r in self.snapshot() if r.took_effect]
+
+    # -- used by the handler -----------------------------------------------------------------
+
+    def _decide(self, request: Request) -> Action:
+        with self._lock:
+            chosen = PASS
+            for rule in self.rules:
+                if not rule.matches(request):
+                    continue
+                rule.seen += 1
+                due = rule.seen >= rule.occurrence and (
+                    rule.times is None or rule.fired < rule.times
+                )
+                if due and chosen is PASS:
+                    rule.fired += 1
+                    chosen = rule.action
+            return chosen
+
+    def _record(self, record: Record) -> None:
+        with self._lock:
+            self.records.append(record)
+
+    def _kill_victim(self, request: Request) -> None:
+        with self._lock:
+            pid = self._victim
+            self.killed.append(request)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            # Wait until it is really dead (a zombie or gone) before dropping the connection, so
+            # it cannot act on the reset. Never reap it here: its parent wants the status.
+            wait_for(lambda: _dead(pid), timeout=5)
+
+    def _forward(
+        self,
+        upstream_connection: _UpstreamConnection,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        return upstream_connection.send(method, target, headers, body)

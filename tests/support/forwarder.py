@@ -11,65 +11,19 @@ import socket
 import socketserver
 import threading
 
-
-class TcpForwarder:
-    def __init__(self, listen_host: str, target: tuple[str, int]) -> None:
-        self.listen_host = listen_host
-        self.target = target
-        self.connections = 0
-        self._lock = threading.Lock()
-        self._server: _Server | None = None
-
-    def __enter__(self) -> TcpForwarder:
-        kind = _Server6 if ":" in self.listen_host else _Server
-        server = kind((self.listen_host, 0), _Handler)  # OSError when it cannot listen there
-        server.forwarder = self
-        self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """https://HOST:PORT, with an IPv6 address in brackets as URLs write it."""
-        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
-        return f"https://{host}:{self.port}"
-
-    def _count(self) -> None:
-        with self._lock:
-            self.connections += 1
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    forwarder: TcpForwarder
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+from tests.support.servers import BackgroundServer, ThreadedServer
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
+    server: ThreadedServer
 
     def handle(self) -> None:
         client: socket.socket = self.request
         try:
-            upstream = socket.create_connection(self.server.forwarder.target, timeout=10)
+            upstream = socket.create_connection(self.server.owner.target, timeout=10)
         except OSError:
             return
-        self.server.forwarder._count()
+        self.server.owner._count()
         upstream.settimeout(None)
         back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
         back.start()
@@ -85,3 +39,23 @@ def _copy(source: socket.socket, sink: socket.socket) -> None:
             sink.sendall(data)
     with contextlib.suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
+
+
+class TcpForwarder(BackgroundServer):
+    handler = _Handler
+
+    def __init__(self, listen_host: str, target: tuple[str, int]) -> None:
+        super().__init__(listen_host)
+        self.target = target
+        self.connections = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """https://HOST:PORT, with an IPv6 address in brackets as URLs write it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    def _count(self) -> None:
+        with self._lock:
+            self.connections += 1
