@@ -31,11 +31,9 @@ if built; then
   exit 0
 fi
 
-major=${KUBE_VERSION#v}; major=${major%%.*}
-minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
-version_pkg=k8s.io/component-base/version
-ldflags="-s -w -X $version_pkg.gitVersion=$KUBE_VERSION -X $version_pkg.gitMajor=$major -X $version_pkg.gitMinor=$minor"
-ldflags+=" -X $version_pkg.gitTreeState=clean"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+ldflags=$(kube_ldflags "$KUBE_VERSION")
 
 export CGO_ENABLED=0
 out=$(mktemp -d "$cache/.node-build.XXXXXX")
