@@ -112,7 +112,9 @@ class Kube:
             return delay if time.monotonic() + delay < deadline else None
 
         what, server = f"{method} {path}", self.connection.server
-        for attempt in range(1, 1_000_000):
+        attempt = 0
+        while True:
+            attempt += 1
             self.request_count += 1
             try:
                 response = self._transport(method, url, headers, body, self.request_timeout)
@@ -145,7 +147,6 @@ class Kube:
                     time.sleep(delay)
                     continue
             raise _api_error(method, path, response)
-        raise AssertionError("unreachable")
 
     def get(self, path: str, *, accept: str = "application/json") -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
