@@ -73,6 +73,19 @@ print(done.stderr[-2000:] if done.returncode else "")
 print(json.dumps({"seconds": seconds, "exit": done.returncode, "rss_kib": usage.ru_maxrss,
                   "cpu": usage.ru_utime + usage.ru_stime}))
 """
+# On the host: spawn the step from this small process and report its rusage into a file. Linux
+# starts a process's peak RSS at that of the process it was forked from (kept across exec), so
+# a step spawned by the bench itself (large by then) would report the bench's peak, not its own.
+RUSAGE_WRAPPER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    json.dump({"seconds": seconds, "exit": os.waitstatus_to_exitcode(status),
+               "rss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}, report)
+"""
 HELP_TARGET_S = 0.2
 REQUEST_RATIO_TARGET = 1.3
 SWEEP_TARGETS_S = {1000: 5.0, 5000: 20.0}
@@ -237,23 +250,20 @@ class Series:
 
 
 def run_process(argv: list[str], env: dict[str, str] | None = None) -> Run:
-    """One process, timed from spawn to reaped; peak RSS from its own rusage (wait4)."""
+    """One process, timed from spawn to reaped; its own peak RSS and CPU from its rusage
+    (wait4), taken by RUSAGE_WRAPPER."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryDirectory() as cwd:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env or tool_env()
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        report = Path(cwd) / ".rusage.json"
+        wrapper_env = dict(env or tool_env())
+        if wrapper_env.pop("PYTHONPROFILEIMPORTTIME", None):  # the step's imports, not ours
+            argv = ["env", "PYTHONPROFILEIMPORTTIME=1", *argv]
+        wrapper = [sys.executable, "-c", RUSAGE_WRAPPER, str(report), *argv]
+        subprocess.run(wrapper, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=wrapper_env)
+        found = json.loads(report.read_text())
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
     return Run(
-        elapsed,
-        process.returncode,
-        usage.ru_maxrss,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        output=text,
+        found["seconds"], found["exit"], found["rss_kib"], cpu_seconds=found["cpu"], output=text
     )
 
 
@@ -725,7 +735,9 @@ def render(results: Results) -> str:
         f"Wall times are medians of {results.runs} runs; the cluster is reset to a fresh "
         "standard legacy installation before each run, so every run does the real work. API "
         "requests are counted from the apiserver's audit log by the tool's User-Agent "
-        "(`cp-migration/<tool>`). Peak RSS is the process's own `ru_maxrss` (wait4). The "
+        "(`cp-migration/<tool>`). Peak RSS is the process's own `ru_maxrss` (wait4), taken "
+        "by a small wrapper that spawns it (Linux starts a child's peak at its parent's, so the "
+        "bench itself must not be the parent). The "
         "project's packages are byte-compiled first, as pip does when it installs a wheel (its "
         "dependencies were, by pip); the images carry bytecode for everything the steps import "
         "(hack/bytecode.py). In the images, each step runs with podman as the kubelet runs it "
