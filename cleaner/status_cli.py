@@ -56,7 +56,7 @@ def main(**params: Any) -> None:
                 "check the kubeconfig's identity and its permissions"
             )
 
-    run("status", options, body)
+    run("status", options, body, remains="the status (cp-status only reads; nothing changed)")
 
 
 if __name__ == "__main__":

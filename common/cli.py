@@ -195,6 +195,10 @@ class Interrupted(BaseException):
 def _on_signal(signum: int, _frame: Any) -> None:
     import signal
 
+    from common.kube import STOPPING
+
+    STOPPING.set()  # no request is tried again; requests in other threads end their waits
+
     def at_once(again: int, _frame: Any) -> None:
         # Every write is a single request: ending now leaves nothing half written.
         sys.stderr.write(f"{signal.Signals(again).name} again: exiting at once\n")
@@ -210,17 +214,20 @@ def run(
     options: Options,
     body: Callable[[], int | None],
     progress: Callable[[TextIO | None], Progress] | None = None,
+    remains: str = STEP_TODO,
 ) -> NoReturn:
     """Run a tool's core and turn its outcome into the exit code, in this one place.
     `progress(terminal)` starts the step's progress once logging is set up (`terminal` is
-    stderr on a terminal, else None)."""
+    stderr on a terminal, else None); `remains` is what an interrupted run leaves undone."""
     import signal
     import threading
 
     from common import logs, redact
+    from common.kube import STOPPING
 
-    # Each run masks what it reads afresh, as a process of its own does (tests run many).
+    # Each run starts afresh, as a process of its own does (tests run many in one).
     redact.forget_all()
+    STOPPING.clear()
     log_format = logs.setup(options.log_format, options.verbose)
     terminal = sys.stderr if log_format == "text" and sys.stderr.isatty() else None
     ledger = progress(terminal) if progress else None
@@ -235,7 +242,7 @@ def run(
         code = err.exit_code
     except (Interrupted, KeyboardInterrupt) as err:
         name = str(err) if isinstance(err, Interrupted) else "SIGINT"
-        done = ledger.summary() if ledger else f"done: {NOTHING_CONFIRMED}. Remains: {STEP_TODO}"
+        done = ledger.summary() if ledger else f"done: {NOTHING_CONFIRMED}. Remains: {remains}"
         # The kubelet (or the person) runs the step again; it continues from the cluster's state.
         log.error(
             f"interrupted by {name}; the request in flight was finished or abandoned, "

@@ -14,13 +14,14 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from common.errors import ApiError, ConnectionFailed, RetryableError
+from common.errors import ApiError, ConnectionFailed, RetryableError, UsageError
 from common.kubeconfig import Connection, read_token_file
 
 log = logging.getLogger("kube")
@@ -66,6 +67,25 @@ class TlsVerifyFailed(Exception):
     """The apiserver's certificate does not verify against the configured CA or name."""
 
 
+class TlsMaterialBroken(Exception):
+    """The kubeconfig's own TLS files or data cannot be used (no retry can help)."""
+
+
+# Set when a signal ends the run: no request is tried again, and waits end at once.
+STOPPING = threading.Event()
+
+
+def _seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{variable}={raw!r}: a number of seconds greater than 0 is needed")
+    return value
+
+
 class Kube:
     def __init__(
         self,
@@ -79,8 +99,8 @@ class Kube:
     ) -> None:
         self.connection = connection
         self.user_agent = user_agent
-        self.retry_seconds = retry_seconds or float(os.environ.get("CP_RETRY_SECONDS", "30"))
-        self.request_timeout = request_timeout or float(os.environ.get("CP_REQUEST_TIMEOUT", "15"))
+        self.retry_seconds = retry_seconds or _seconds("CP_RETRY_SECONDS", 30)
+        self.request_timeout = request_timeout or _seconds("CP_REQUEST_TIMEOUT", 15)
         self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
 
@@ -124,29 +144,35 @@ class Kube:
                     "certificate-authority, tls-server-name, insecure-skip-tls-verify in "
                     f"{self.connection.source}): {err}"
                 ) from err
+            except TlsMaterialBroken as err:
+                raise UsageError(
+                    f"{self.connection.source}: the TLS files or data it names cannot be used "
+                    "(check client-certificate, client-key, certificate-authority and their "
+                    f"-data forms): {err}"
+                ) from err
             except RetryableError:
                 raise  # credentials could not be had (a token file, an exec plugin)
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
                 cause = _cause(err, self.request_timeout)
                 delay = next_delay(attempt) if may_repeat or _never_sent(err) else None
-                if delay is None:
+                if delay is None or STOPPING.is_set():
                     raise ConnectionFailed(
                         f"{what}: no answer from the apiserver {server} after {attempt} "
                         f"attempt(s): {cause}"
                     ) from err
                 log.warning("%s: %s; attempt %d, retrying in %.1fs", what, cause, attempt, delay)
-                time.sleep(delay)
+                STOPPING.wait(delay)
                 continue
             if response.status < 400:
                 return json.loads(response.data) if response.data else {}
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = next_delay(attempt, response.headers.get("retry-after"))
-                if delay is not None:
+                if delay is not None and not STOPPING.is_set():
                     log.debug("retrying %s after %s in %.2fs", what, response.status, delay)
-                    time.sleep(delay)
+                    STOPPING.wait(delay)
                     continue
-            raise _api_error(method, path, response)
+            raise _api_error(method, path, response, self.connection)
 
     def get(self, path: str, *, accept: str = "application/json") -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
@@ -226,9 +252,9 @@ def _never_sent(err: BaseException) -> bool:
 
 # What went wrong, in words a person can act on: (exception class names, text, label).
 _CAUSES = (
+    ({"ProxyError"}, "Unable to connect to proxy", "the proxy failed"),
     ({"NameResolutionError"}, "Name or service not known", "unknown host"),
     ({"ConnectionRefusedError"}, "Connection refused", "connection refused"),
-    ({"ProxyError"}, None, "the proxy failed"),
     ({"ConnectTimeoutError"}, None, "connect timed out"),
     ({"ReadTimeoutError", "TimeoutError"}, None, "no answer within {timeout:g}s"),
     (
@@ -262,13 +288,26 @@ class ApiClientTransport:
         configuration.connection_pool_maxsize = pool_size
         connection.load(configuration)
         if connection.plugin and not configuration.api_key and not configuration.cert_file:
-            raise RetryableError(
-                f"{connection.source}: the {connection.plugin} plugin of user "
-                f"{connection.user} gave no credentials (its error is logged above)"
+            if connection.plugin == "exec":
+                raise RetryableError(
+                    f"{connection.source}: the exec plugin of user {connection.user} gave no "
+                    "credentials (its error is logged above)"
+                )
+            raise UsageError(
+                f"{connection.source}: the {connection.plugin} of user {connection.user} gave "
+                "no credentials; use an exec plugin instead (kubelogin for azure, "
+                "gke-gcloud-auth-plugin for gcp), as kubectl does"
             )
         self._connection = connection
         self._configuration = configuration
-        self._client = ApiClient(configuration)
+        try:  # the proxy is set up here: a bad HTTPS_PROXY or proxy-url fails now, not later
+            self._client = ApiClient(configuration)
+        except Exception as err:
+            raise UsageError(
+                f"{connection.source}: {_proxy_problem(configuration.proxy, err)}"
+            ) from err
+        if configuration.proxy:
+            log.info("through the proxy %s", _without_password(configuration.proxy))
 
     def authorization(self) -> str | None:
         if self._connection.token_file:
@@ -305,6 +344,8 @@ class ApiClientTransport:
             reason = str(err.reason).replace("\n", ": ")
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
                 raise TlsVerifyFailed(reason) from err
+            if any(sign in reason for sign in _BROKEN_TLS_MATERIAL):
+                raise TlsMaterialBroken(reason) from err
             raise ConnectionError(reason) from err
         try:
             data = answer.read()  # type: ignore[no-untyped-call]
@@ -314,11 +355,35 @@ class ApiClientTransport:
         return Response(status=answer.status, headers=headers, data=data or b"")
 
 
-def _api_error(method: str, path: str, response: Response) -> ApiError:
+# OpenSSL's words for a certificate, key or CA of our own that it cannot load.
+_BROKEN_TLS_MATERIAL = ("KEY_VALUES_MISMATCH", "PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND")
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.rpartition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}" if scheme else rest.rpartition("@")[2]
+
+
+def _proxy_problem(proxy: str | None, err: Exception) -> str:
+    where = f"the proxy {_without_password(proxy)}" if proxy else "the client"
+    if "socks" in str(err).lower():
+        return (
+            f"{where}: SOCKS proxies need PySocks, which the tools do not ship; use an HTTP proxy"
+        )
+    return f"{where} cannot be used ({err}); HTTPS_PROXY and proxy-url need http://HOST:PORT"
+
+
+def _api_error(method: str, path: str, response: Response, connection: Connection) -> ApiError:
     try:
         parsed = json.loads(response.data)
     except ValueError:
         parsed = None
     body: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
-    message = str(body.get("message", response.data.decode("utf-8", "replace")[:500]))
+    message = str(body.get("message", response.data.decode("utf-8", "replace")[:500])).strip()
+    if response.status == 401:
+        message += (
+            f" (the credentials of {f'user {connection.user}' if connection.user else 'this run'}"
+            f" from {connection.source} were rejected: an expired or revoked token, or a client "
+            "certificate the apiserver does not trust)"
+        )
     return ApiError(method, path, response.status, body.get("reason") or "Error", message, body)

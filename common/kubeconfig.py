@@ -67,8 +67,9 @@ class Connection:
                 cause = GCP_REFRESH.format(
                     err=NO_GOOGLE_AUTH if type(err) is AttributeError else err
                 )
+            whose = f"user {self.user}'s credentials" if self.user else "credentials"
             raise UsageError(
-                f"{self.source}: cannot load the credentials of user {self.user}: {cause}"
+                f"{self.source}: cannot load the cluster's certificates or the {whose}: {cause}"
             ) from err
 
 
@@ -150,9 +151,13 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         wanted = found.safe_get("context") or {}
         cluster_name, user_name = wanted.get("cluster"), wanted.get("user")
         cluster = config["clusters"].get_with_name(cluster_name, safe=True)
-        if cluster is None or not cluster["cluster"].safe_get("server"):
+        if cluster is None:
             raise UsageError(f"{source}: context {name!r}: cluster {cluster_name!r} not found")
+        if not cluster["cluster"].safe_get("server"):
+            raise UsageError(f"{source}: cluster {cluster_name!r} has no server")
         user_node = config["users"].get_with_name(user_name, safe=True) if user_name else None
+        if user_name and user_node is None:  # kubectl would prompt; we must not go anonymous
+            raise UsageError(f"{source}: context {name!r}: user {user_name!r} not found")
         user = user_node["user"] if user_node else None
         loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
             config_dict=config, active_context=name, config_base_path=None
