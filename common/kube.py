@@ -153,7 +153,7 @@ class Kube:
             except RetryableError:
                 raise  # credentials could not be had (a token file, an exec plugin)
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
-                cause = _cause(err, self.request_timeout)
+                cause = _cause(err)
                 delay = next_delay(attempt) if may_repeat or _never_sent(err) else None
                 if delay is None or STOPPING.is_set():
                     raise ConnectionFailed(
@@ -256,7 +256,7 @@ _CAUSES = (
     ({"NameResolutionError"}, "Name or service not known", "unknown host"),
     ({"ConnectionRefusedError"}, "Connection refused", "connection refused"),
     ({"ConnectTimeoutError"}, None, "connect timed out"),
-    ({"ReadTimeoutError", "TimeoutError"}, None, "no answer within {timeout:g}s"),
+    ({"ReadTimeoutError", "TimeoutError"}, None, "no answer in time"),
     (
         {"ProtocolError", "ConnectionResetError", "RemoteDisconnected"},
         None,
@@ -265,13 +265,13 @@ _CAUSES = (
 )
 
 
-def _cause(err: BaseException, timeout: float) -> str:
+def _cause(err: BaseException) -> str:
     """The cause in words, then the library's own message."""
     names, text = {c.__name__ for c in type(err).__mro__}, str(err)
     label = next(
         (label for kinds, words, label in _CAUSES if names & kinds or (words and words in text)),
         type(err).__name__,
-    ).format(timeout=timeout)
+    )
     return f"{label} ({text})" if text and text != label else label
 
 

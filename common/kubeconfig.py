@@ -52,7 +52,11 @@ class Connection:
         parts = [self.server]
         parts += [f"context {self.context}"] if self.context else []
         parts += [f"user {self.user}"] if self.user else []
-        parts += ["as " + ", ".join(v for _, v in self.impersonate)] if self.impersonate else []
+        labels = {"Impersonate-User": "", "Impersonate-Uid": "uid ", "Impersonate-Group": "group "}
+        acting = [
+            labels.get(h, h.removeprefix("Impersonate-") + " ") + v for h, v in self.impersonate
+        ]
+        parts += ["as " + ", ".join(acting)] if acting else []
         return ", ".join(parts) + f" (from {self.source})"
 
     def load(self, configuration: Any) -> None:
