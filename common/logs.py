@@ -59,6 +59,9 @@ def setup(log_format: str, verbosity: int, stream: Any = None) -> str:
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     # urllib3 warns per request on some setups; its own lines only add noise at -v.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # A library's warning (urllib3 on a SOCKS proxy, a server URL without a scheme) becomes a
+    # log line like any other, not raw text between the JSON lines.
+    logging.captureWarnings(True)
     return log_format
 
 
