@@ -430,7 +430,7 @@ def user_config_problem(
             f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
             "that copy under another name and makes its own)"
         )
-    drift = backups.drift_problem(dict(cr), name, str(live_digest))
+    drift = backups.drift_problem(dict(cr), name, live_digest)
     if drift:
         return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(

@@ -109,7 +109,7 @@ def migrated_digest(cr: dict[str, Any], name: str) -> str | None:
     return parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
 
 
-def drift_problem(cr: dict[str, Any], name: str, live_digest: str) -> str | None:
+def drift_problem(cr: dict[str, Any], name: str, live_digest: str | None) -> str | None:
     """Why the live kyma-system/`name` is not what was migrated into the CR, or None."""
     migrated = migrated_digest(cr, name)
     if migrated is None or migrated == live_digest:

@@ -106,6 +106,12 @@ class Options:
 
 
 def _options(func: F, *, dry_run: bool) -> F:
+    dry_run_option = click.option(
+        "--dry-run",
+        envvar="CP_DRY_RUN",
+        is_flag=True,
+        help="Show the plan and change nothing. Env CP_DRY_RUN: true/false, yes/no, 1/0.",
+    )
     decorators = [
         click.option(
             "--kubeconfig",
@@ -114,12 +120,7 @@ def _options(func: F, *, dry_run: bool) -> F:
             help="Kubeconfig file. Default: $KUBECONFIG, then ~/.kube/config, then in-cluster.",
         ),
         click.option("--context", envvar="CP_CONTEXT", help="Kubeconfig context to use."),
-        click.option(
-            "--dry-run",
-            envvar="CP_DRY_RUN",
-            is_flag=True,
-            help="Show the plan and change nothing. Env CP_DRY_RUN: true/false, yes/no, 1/0.",
-        ),
+        *([dry_run_option] if dry_run else []),
         click.option(
             "--log-format",
             envvar="CP_LOG_FORMAT",
@@ -144,7 +145,7 @@ def _options(func: F, *, dry_run: bool) -> F:
             help="Show the version (and the git revision) and exit.",
         ),
     ]
-    for decorator in reversed(decorators if dry_run else decorators[:2] + decorators[3:]):
+    for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
