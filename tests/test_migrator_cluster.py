@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster, load_manifests
 

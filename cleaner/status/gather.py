@@ -30,8 +30,8 @@ from cleaner.status.model import (
 )
 from common import backups
 from common import cr as crnames
+from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError
-from common.kube import METADATA_ONLY, Kube, resource_path
 
 OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT)
 WORKERS = 8
