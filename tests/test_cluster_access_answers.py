@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from tests.support import chain
 from tests.support.cluster import Cluster
 from tests.support.webservers import HtmlServer, PrefixProxy, RedirectServer, WebServer
@@ -108,7 +108,7 @@ def test_an_html_page_is_exit_1_for_every_tool(cluster: Cluster, tmp_path: Path)
 
 
 def test_first_bytes_are_redacted(tmp_path: Path) -> None:
-    from common import answers
+    from common.cluster import answers
 
     text = answers.describe(
         200,
@@ -134,7 +134,7 @@ def test_an_apiservers_404s_still_mean_absent_with_discovery_read_once(cluster: 
 
 def test_a_server_that_answers_as_none_is_never_cluster_state(tmp_path: Path) -> None:
     """The client alone: whatever a non-apiserver answers, `get` never says "absent"."""
-    from common.answers import NotApiserver
+    from common.cluster.answers import NotApiserver
 
     servers: list[WebServer] = [RedirectServer(302), HtmlServer()]
     for server in servers:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from common.errors import UsageError
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
 from tests.support import chain
 from tests.support.cluster import REPO, Cluster
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import kubeconfig_rules as rules
+from common.cluster import kubeconfig_rules as rules
 from common.errors import RetryableError, UsageError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
