@@ -46,6 +46,7 @@ class Connection:
     token_file: str | None = None  # read for every request
     impersonate: tuple[tuple[str, str], ...] = ()  # (Impersonate-* header, value)
     plugin: str | None = None  # "exec" or "auth-provider NAME": a plugin gives credentials
+    proxy_url: str | None = None  # the cluster's own proxy-url (environment proxies aside)
     # Fills a kubernetes.client.Configuration: host, TLS, credentials, proxy.
     loader: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
@@ -202,6 +203,7 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         token_file=token_file,
         impersonate=_impersonation(fields, source),
         plugin=_plugin(fields),
+        proxy_url=cluster["cluster"].value.get("proxy-url") or None,
         loader=load,
     )
 

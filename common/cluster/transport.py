@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.cluster import proxies
 from common.cluster.kubeconfig import Connection, read_token_file
 from common.errors import RetryableError, UsageError
 
@@ -50,6 +51,7 @@ class ApiClientTransport:
         configuration.retries = False
         configuration.connection_pool_maxsize = pool_size
         connection.load(configuration)
+        proxies.settle(configuration, connection.server, connection.proxy_url)
         if connection.plugin and not configuration.api_key and not configuration.cert_file:
             if connection.plugin == "exec":
                 raise RetryableError(
@@ -69,8 +71,10 @@ class ApiClientTransport:
             raise UsageError(
                 f"{connection.source}: {_proxy_problem(configuration.proxy, err)}"
             ) from err
-        if configuration.proxy:
-            log.info("through the proxy %s", _without_password(configuration.proxy))
+        self._proxy: str | None = None  # the proxy this server's requests go through
+        if configuration.proxy and proxies.in_use(self._client):
+            self._proxy = proxies.without_password(configuration.proxy)
+            log.info("through the proxy %s", self._proxy)
 
     def authorization(self) -> str | None:
         if self._connection.token_file:
@@ -103,7 +107,15 @@ class ApiClientTransport:
                 body=body,
                 _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
             )
-        except ApiException as err:  # status 0: urllib3's SSLError
+        except Exception as err:
+            why = proxies.refusal(err) if self._proxy else None
+            if why:
+                raise proxies.ProxyRefused(
+                    f"{self._connection.server}: the proxy {self._proxy} refused: {why}"
+                ) from err
+            if not isinstance(err, ApiException):
+                raise
+            # status 0: urllib3's SSLError
             reason = str(err.reason).replace("\n", ": ")
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
                 raise TlsVerifyFailed(reason) from err
@@ -122,13 +134,8 @@ class ApiClientTransport:
 _BROKEN_TLS_MATERIAL = ("KEY_VALUES_MISMATCH", "PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND")
 
 
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.rpartition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}" if scheme else rest.rpartition("@")[2]
-
-
 def _proxy_problem(proxy: str | None, err: Exception) -> str:
-    where = f"the proxy {_without_password(proxy)}" if proxy else "the client"
+    where = f"the proxy {proxies.without_password(proxy)}" if proxy else "the client"
     if "socks" in str(err).lower():
         return (
             f"{where}: SOCKS proxies need PySocks, which the tools do not ship; use an HTTP proxy"
