@@ -52,7 +52,10 @@ class ApiClientTransport:
         configuration.connection_pool_maxsize = pool_size
         connection.load(configuration)
         proxies.settle(configuration, connection.server, connection.proxy_url)
-        if connection.plugin and not configuration.api_key and not configuration.cert_file:
+        plugin = connection.exec_plugin
+        if plugin is not None:  # its failure ends the run here, naming it
+            _use_exec_certificate(configuration, plugin.status())
+        elif connection.plugin and not configuration.api_key and not configuration.cert_file:
             if connection.plugin == "exec":
                 raise RetryableError(
                     f"{connection.source}: the exec plugin of user {connection.user} gave no "
@@ -77,6 +80,9 @@ class ApiClientTransport:
             log.info("through the proxy %s", self._proxy)
 
     def authorization(self) -> str | None:
+        if self._connection.exec_plugin is not None:  # fetched again only once it expires
+            token = self._connection.exec_plugin.token()
+            return f"Bearer {token}" if token else None
         if self._connection.token_file:
             return "Bearer " + read_token_file(self._connection.token_file)
         try:  # calls the loader's refresh hook: an expired plugin token is fetched again
@@ -128,6 +134,17 @@ class ApiClientTransport:
             answer.response.release_conn()
         headers = {k.lower(): v for k, v in answer.headers.items()}
         return Response(status=answer.status, headers=headers, data=data or b"")
+
+
+def _use_exec_certificate(configuration: Any, status: dict[str, Any]) -> None:
+    """An exec plugin's client certificate and key (PEM text) for the connections; kept in
+    memory only (common.cluster.keymaterial). Used for the whole run."""
+    if status.get("token") or not status.get("clientCertificateData"):
+        return
+    from common.cluster import keymaterial
+
+    configuration.cert_file = keymaterial.path_for(str(status["clientCertificateData"]).encode())
+    configuration.key_file = keymaterial.path_for(str(status["clientKeyData"]).encode())
 
 
 # OpenSSL's words for a certificate, key or CA of our own that it cannot load.
