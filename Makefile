@@ -61,11 +61,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 cluster: install controlplane
-	@$(BIN)/python -m tests.support.controlplane start $(CLUSTER_DIR) >/dev/null
+	@$(BIN)/python -m hack.devenv.controlplane start $(CLUSTER_DIR) >/dev/null
 	@echo "control plane up; kubeconfig: $(CLUSTER_DIR)/kubeconfig"
 
 cluster-down: install
-	$(BIN)/python -m tests.support.controlplane stop $(CLUSTER_DIR)
+	$(BIN)/python -m hack.devenv.controlplane stop $(CLUSTER_DIR)
 
 # A real node beside its own control plane (README, "The node tests"): kubelet,
 # kube-controller-manager and kube-scheduler built once beside the apiserver (about 80 s with
@@ -74,12 +74,12 @@ node-binaries: controlplane
 	bash hack/controlplane/build-node.sh
 
 node: install node-binaries
-	@$(BIN)/python -m tests.support.node start $(NODE_DIR) >/dev/null
+	@$(BIN)/python -m hack.devenv.node start $(NODE_DIR) >/dev/null
 	@echo "node up; kubeconfig: $(NODE_DIR)/controlplane/kubeconfig"
 
 # Stops the node and puts the host back (sysctls, mounts, cgroups, iptables, fixed paths).
 node-down: install
-	$(BIN)/python -m tests.support.node stop $(NODE_DIR)
+	$(BIN)/python -m hack.devenv.node stop $(NODE_DIR)
 
 # The demo as real Pods: deploy/ on the node, the steps as init containers.
 demo-node: node

@@ -1,6 +1,6 @@
 """`make bench`: each step as a whole process against a real local control plane.
 
-Starts its own kube-apiserver + etcd (tests/support/controlplane.py, audit log at Metadata
+Starts its own kube-apiserver + etcd (hack/devenv/controlplane.py, audit log at Metadata
 level in blocking mode), installs a standard legacy installation, and measures each tool the
 way a user or the kubelet runs it: the installed console script, cold, one process per run.
 API requests are counted from the audit log by the tool's User-Agent (`cp-migration/<tool>`).
@@ -41,9 +41,9 @@ from typing import Any
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, Cluster
-from tests.support.controlplane import ControlPlane, binaries_dir
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster
+from hack.devenv.controlplane import ControlPlane, binaries_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -438,7 +438,7 @@ class Bench:
 
     def measure_in_image(self, step: Step, ref: str, kubeconfig: Path) -> Run:
         """The step in its image, as the kubelet runs it; timed inside the container."""
-        from tests.support.images import pod_like_args
+        from hack.devenv.images import pod_like_args
 
         self.prepare(step)
         offset = self.audit.offset()
@@ -1142,7 +1142,7 @@ def image_refs() -> dict[str, str]:
 def measure_images(bench: Bench, results: Results, runs: int) -> None:
     import shutil
 
-    from tests.support.images import embedded_kubeconfig
+    from hack.devenv.images import embedded_kubeconfig
 
     if shutil.which("podman") is None:
         results.images_note = "podman is not installed"

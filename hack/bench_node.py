@@ -1,8 +1,8 @@
 """`make bench`, on a real node: from applying deploy/ (as `kubectl apply -k` does) to the
 operator container Running, per step and in total, on a standard legacy installation.
 
-The node is tests/support/node.py's (kubelet, containerd, runc, controller-manager,
-scheduler); the images are the test images (tests/support/images.py) and the stand-in
+The node is hack/devenv/node/'s (kubelet, containerd, runc, controller-manager,
+scheduler); the images are the test images (hack/devenv/images.py) and the stand-in
 operator. Step times come from containerd's task events (nanoseconds): a step's `run` is its
 container's process from start to exit (Python's start-up included), its `gap` is what the
 kubelet and containerd spend between the previous container's exit (or, for the first step,
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import chain
-from tests.support import pods as P
-from tests.support.cluster import FIXTURES, Cluster
-from tests.support.images import build_images
-from tests.support.node import Node, stop, unavailable_reason
+from hack.devenv import legacy
+from hack.devenv import pods as P
+from hack.devenv.cluster import FIXTURES, Cluster
+from hack.devenv.images import build_images
+from hack.devenv.node.host import unavailable_reason
+from hack.devenv.node.node import Node, stop
 
 PHASES = ("migrator", "backup", "cleaner", "operator")
 
@@ -110,7 +111,7 @@ def _container_id(status: dict[str, object]) -> str:
 
 def measure_once(node: Node, cluster: Cluster, objects: list[dict[str, Any]]) -> NodeRun:
     P.remove_deployment(cluster)
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     P.label_namespace_restricted(cluster)
     events = TaskEvents(node)
     time.sleep(0.5)  # the event stream is subscribed
@@ -228,7 +229,7 @@ def render(bench: NodeBench) -> list[str]:
     out += [
         "deploy/ applied as `kubectl apply -k` does (images overridden to the locally built "
         "ones, a stand-in operator as the main container) on a standard legacy installation, "
-        "in a `restricted` kyma-system, on the test node of tests/support/node.py (kubelet "
+        "in a `restricted` kyma-system, on the test node of hack/devenv/node/ (kubelet "
         f"v1.35.4, containerd {bench.versions.get('containerd', '?')}, runc "
         f"{bench.versions.get('runc', '?')}, CNI bridge). Medians of {len(bench.runs)} runs "
         "after one warm-up run (the images are unpacked when they are imported; the warm-up "

@@ -15,8 +15,8 @@ from common import backups as names
 from common import cr as crnames
 from common.backups import content_digest
 from common.cluster.client import Kube, resource_path
-from tests.support import legacy
-from tests.support.cluster import Cluster
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 
 MIGRATOR = "migrator.cli:main"
 BACKUP = "backup.cli:backup_main"

@@ -6,7 +6,7 @@ from typing import Any
 
 from cleaner import access
 from cleaner import plan as planning
-from tests.support.cluster import REPO, load_manifests
+from hack.devenv.cluster import REPO, load_manifests
 
 SECRET = access.Write("delete", "", "secrets", "istio-system", "cc-certs")
 PRIORITY_CLASS = access.Write(

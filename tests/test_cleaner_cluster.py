@@ -14,7 +14,8 @@ from cleaner import plan as planning
 from common import backups
 from common.backups import content_digest
 from common.cluster.client import resource_path
-from tests.support import legacy
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, REPO, Cluster, load_manifests
 from tests.support.cleaning import (
     THIRD_PARTY,
     Audit,
@@ -22,7 +23,6 @@ from tests.support.cleaning import (
     mapping,
     wait_discovery,
 )
-from tests.support.cluster import FIXTURES, REPO, Cluster, load_manifests
 
 CLEANER = "cleaner.cli:main"
 MIGRATOR = "migrator.cli:main"

@@ -13,7 +13,7 @@ from cleaner import plan as planning
 from common import backups
 from common.backups import content_digest
 from common.errors import RefusedError
-from tests.support.cluster import REPO
+from hack.devenv.cluster import REPO
 
 MIGRATED = {"connectivityproxy.sap.com/migrated": "true"}
 BACKED_UP = {"connectivityproxy.sap.com/backed-up": "true"}

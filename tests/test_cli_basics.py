@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from common import cli
+from hack.devenv.cluster import REPO
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR, RESTORE, STATUS, Step
-from tests.support.cluster import REPO
 
 TOOLS = (MIGRATOR, BACKUP, RESTORE, CLEANER, STATUS)
 

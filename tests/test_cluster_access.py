@@ -22,8 +22,9 @@ from click.testing import CliRunner
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 from tests.support import chain
-from tests.support.cluster import Cluster
 from tests.support.connectproxy import ConnectProxy
 
 NAMESPACES = resource_path("", "v1", "namespaces")
@@ -61,7 +62,7 @@ def run_tools(kubeconfig: Path, env: dict[str, str], proxy: ConnectProxy) -> dic
 
 
 def test_every_tool_goes_through_the_https_proxy(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     with ConnectProxy() as proxy:
         opened = run_tools(cluster.kubeconfig, {"HTTPS_PROXY": proxy.url, **NO_PROXY_ENV}, proxy)
     assert all(count >= 1 for count in opened.values()), opened
@@ -69,7 +70,7 @@ def test_every_tool_goes_through_the_https_proxy(cluster: Cluster) -> None:
 
 
 def test_every_tool_goes_through_the_clusters_proxy_url(cluster: Cluster, tmp_path: Path) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     with ConnectProxy() as proxy:
 
         def set_proxy(config: dict[str, Any]) -> None:
@@ -81,7 +82,7 @@ def test_every_tool_goes_through_the_clusters_proxy_url(cluster: Cluster, tmp_pa
 
 
 def test_no_proxy_bypasses_the_proxy(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     with ConnectProxy() as proxy:
         env = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
         result = chain.run_in_process(chain.MIGRATOR, cluster.kubeconfig, env=env)
@@ -117,7 +118,7 @@ def exec_account(cluster: Cluster) -> None:
 def test_an_exec_plugin_token_is_used_and_fetched_again_when_it_expires(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     exec_account(cluster)
     (tmp_path / "token").write_text(cluster.mint_token(*EXEC_ACCOUNT))
     calls = tmp_path / "calls"
@@ -333,7 +334,7 @@ def gcp_user(token: str, expires_in: datetime.timedelta) -> Callable[[dict[str, 
 def test_a_gcp_auth_providers_cached_token_is_used_while_it_is_fresh(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     exec_account(cluster)
     fresh = gcp_user(cluster.mint_token(*EXEC_ACCOUNT), datetime.timedelta(hours=1))
     result = chain.run_chain(variant(cluster, tmp_path / "gcp", fresh))

@@ -6,7 +6,7 @@ with the certificate verified against the address (an IP SAN, never insecure-ski
 name it in their "cluster:" line as written, tunnel to it through an HTTPS_PROXY, and let
 NO_PROXY exempt it. The suite's apiserver listens on 127.0.0.1 only; a TCP forwarder on [::1]
 (tests/support/forwarder.py) puts it at an IPv6 address without touching its TLS, and its
-serving certificate carries IP ::1 (tests/support/controlplane.py make_pki).
+serving certificate carries IP ::1 (hack/devenv/controlplane.py make_pki).
 
 A server name that does not resolve (a typo, a cluster deleted from DNS) is a failure a retry
 may fix, so it is retried within CP_RETRY_SECONDS, each attempt on a line that says "unknown
@@ -28,10 +28,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
+from hack.devenv.controlplane import make_pki
 from tests.support import chain
-from tests.support.cluster import Cluster
 from tests.support.connectproxy import ConnectProxy
-from tests.support.controlplane import make_pki
 from tests.support.forwarder import TcpForwarder
 
 # No proxy from the environment the tests run in: only what a test sets applies.
@@ -108,7 +109,7 @@ def _require_ip_san(forwarder: TcpForwarder, ca_file: str) -> None:
 def test_every_tool_reaches_an_ipv6_server_with_its_certificate_verified(
     cluster: Cluster, ipv6: TcpForwarder, tmp_path: Path
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     kubeconfig = at_server(cluster, tmp_path / "ipv6", ipv6.url)
     for step, args in TOOLS:
         before = ipv6.connections
@@ -137,7 +138,7 @@ def test_an_ipv6_server_whose_certificate_another_ca_signed_fails_at_once(
 def test_an_https_proxy_tunnels_to_the_ipv6_server_in_brackets(
     cluster: Cluster, ipv6: TcpForwarder, tmp_path: Path
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     kubeconfig = at_server(cluster, tmp_path / "ipv6", ipv6.url)
     with ConnectProxy() as proxy:
         env = {**DIRECT, "HTTPS_PROXY": proxy.url, "https_proxy": proxy.url}
@@ -157,7 +158,7 @@ def test_an_https_proxy_tunnels_to_the_ipv6_server_in_brackets(
 def test_no_proxy_exempts_the_ipv6_server(
     cluster: Cluster, ipv6: TcpForwarder, tmp_path: Path, no_proxy: str
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     kubeconfig = at_server(cluster, tmp_path / "ipv6", ipv6.url)
     exempt = no_proxy.format(port=ipv6.port)
     with ConnectProxy() as proxy:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from hack.devenv.cluster import REPO, Cluster
 from tests.support import chain
-from tests.support.cluster import REPO, Cluster
 
 DIRECT = {"HTTPS_PROXY": "", "https_proxy": "", "NO_PROXY": "", "no_proxy": ""}
 

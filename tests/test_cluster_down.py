@@ -1,4 +1,4 @@
-"""`make cluster-down` (tests.support.controlplane stop) leaves nothing stale: no process, no
+"""`make cluster-down` (hack.devenv.controlplane stop) leaves nothing stale: no process, no
 state folder, no kubeconfig of a stopped apiserver, no dangling audit.log link."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import controlplane
+from hack.devenv import controlplane
 
 
 def test_cluster_down_leaves_nothing_behind(tmp_path: Path) -> None:

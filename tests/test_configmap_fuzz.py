@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from common.errors import RefusedError
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, SHARED_FIXTURES
 from migrator import plan as planning
 from migrator.config_yaml import parse_yaml_document
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, SHARED_FIXTURES
 
 SEED = 20261129
 WHERE = f"ConfigMap {planning.CONFIG_MAP} key {planning.CONFIG_KEY}"

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from hack.devenv.cluster import Cluster
 from tests.support import reports, states
-from tests.support.cluster import Cluster
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.errors import ApiError
-from tests.support.cluster import REPO, Cluster, load_manifests, path_of
+from hack.devenv.cluster import REPO, Cluster, load_manifests, path_of
 
 DEPLOY = REPO / "deploy"
 FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "deployment.yaml")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import images
+from hack.devenv import images
 
 
 def without(monkeypatch: pytest.MonkeyPatch, *tools: str) -> None:

@@ -20,9 +20,9 @@ from common import backups
 from common import cr as crnames
 from common.cli import package_version
 from common.cluster.client import resource_path
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, REPO, Cluster, load_manifests
-from tests.support.images import (
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, REPO, Cluster, load_manifests
+from hack.devenv.images import (
     STEPS,
     Images,
     Run,

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from tests.support.cluster import REPO
+from hack.devenv.cluster import REPO
 
 packaging_requirements = pytest.importorskip("packaging.requirements")
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from common.cluster.client import resource_path
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, Cluster, load_manifests
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster, load_manifests
 
 MIGRATOR = "migrator.cli:main"
 ORPHANED = "connectivityproxy.sap.com/orphaned-legacy-config"

@@ -25,14 +25,15 @@ from common import backups
 from common import cr as crnames
 from common.cluster.client import resource_path
 from common.errors import ApiError
-from tests.support import chain, legacy
-from tests.support import pods as P
+from hack.devenv import legacy
+from hack.devenv import pods as P
+from tests.support import chain
 from tests.support.node import NodeCluster
 
 pytestmark = [pytest.mark.node, pytest.mark.cluster]
 
 MARKS = (crnames.ANNOTATION_MIGRATED, crnames.ANNOTATION_BACKED_UP, crnames.ANNOTATION_CLEANED)
-SERVICE_MAPPINGS = resource_path(*chain.SERVICE_MAPPINGS)
+SERVICE_MAPPINGS = resource_path(*legacy.SERVICE_MAPPINGS)
 
 
 def deploy_objects(node: NodeCluster) -> list[dict[str, Any]]:
@@ -234,7 +235,7 @@ def test_a_rollout_with_max_surge_runs_two_chains_at_once_and_ends_as_one(
     # Again from the same legacy installation, with a rollout while the first Pod is in its
     # chain: maxSurge lets the second Pod start while the first still runs its steps.
     P.remove_deployment(node.cluster)
-    chain.fresh_install(node.cluster)
+    legacy.fresh_install(node.cluster)
     P.label_namespace_restricted(node.cluster)
     surged = copy.deepcopy(objects)
     for obj in surged:

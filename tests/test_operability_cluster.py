@@ -24,9 +24,10 @@ import pytest
 from common import cr as crnames
 from common.cluster.client import resource_path
 from common.errors import ApiError
-from tests.support import chain, legacy
+from hack.devenv import legacy
+from hack.devenv.cluster import REPO, Cluster, ToolResult
+from tests.support import chain
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR
-from tests.support.cluster import REPO, Cluster, ToolResult
 from tests.support.faultproxy import FaultProxy, Rule, delay, hook
 
 STATUS_ENTRY = "cleaner.status_cli:main"
@@ -71,14 +72,14 @@ def status_of(cluster: Cluster, *args: str, kubeconfig: Path | None = None) -> T
 def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
     cluster: Cluster,
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     for step in (MIGRATOR, BACKUP):
         assert chain.run_in_process(step, cluster.kubeconfig).exit_code == 0
     held = [
         resource_path("apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy"),
         crnames.CR_PATH,
     ]
-    namespace = resource_path("", "v1", "namespaces", name=chain.BACKUP_NAMESPACE)
+    namespace = resource_path("", "v1", "namespaces", name=legacy.BACKUP_NAMESPACE)
     try:
         for path in held:
             cluster.kube.merge_patch(path, {"metadata": {"finalizers": [HOLD]}}, retry_safe=True)
@@ -93,7 +94,7 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         result = status_of(cluster)
         assert result.exit_code == 0, result.output
         rows = dict(line.split("  ", 1) for line in result.stdout.splitlines()[1:7])
-        backup_row = rows[f"backup {chain.BACKUP_NAMESPACE}"].strip()
+        backup_row = rows[f"backup {legacy.BACKUP_NAMESPACE}"].strip()
         assert backup_row.startswith("namespace Terminating (being deleted)"), backup_row
         assert "being deleted (Terminating)" in rows["CR kyma-system/connectivity-proxy"]
         assert "being deleted" in rows["legacy installation"]
@@ -104,7 +105,7 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         for path in held:
             with contextlib.suppress(ApiError):
                 cluster.kube.merge_patch(path, {"metadata": {"finalizers": None}}, retry_safe=True)
-        cluster.finalize_namespace(chain.BACKUP_NAMESPACE)
+        cluster.finalize_namespace(legacy.BACKUP_NAMESPACE)
 
 
 def _identity(cluster: Cluster, tmp_path: Path, rules: list[dict[str, Any]]) -> Path:
@@ -183,12 +184,12 @@ TOTAL = MAPPINGS + 2  # the standard installation has two of its own
 def install_with_mappings(cluster: Cluster, count: int = MAPPINGS) -> None:
     """The standard installation, migrated and backed up, with `count` ServiceMappings: a
     cluster a cleaner takes a few seconds on."""
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     with ThreadPoolExecutor(8) as pool:
         list(
             pool.map(
                 lambda i: cluster.kube.create(
-                    resource_path(*chain.SERVICE_MAPPINGS), chain.service_mapping(f"sm-{i:04d}")
+                    resource_path(*legacy.SERVICE_MAPPINGS), legacy.service_mapping(f"sm-{i:04d}")
                 ),
                 range(count),
             )
@@ -281,7 +282,7 @@ POINTS: dict[str, Callable[[], Callable[[dict[str, Any]], bool]]] = {
 def handed_over(cluster: Cluster) -> int:
     return sum(
         1
-        for item in cluster.kube.list(resource_path(*chain.SERVICE_MAPPINGS))
+        for item in cluster.kube.list(resource_path(*legacy.SERVICE_MAPPINGS))
         if (item["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by")
         == "sap.connectivity.proxy.operator"
     )
@@ -351,7 +352,7 @@ def progress_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_a_short_run_prints_no_progress(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     for step in chain.CHAIN:
         result = chain.run_in_process(step, cluster.kubeconfig, "--log-format", "json")
         assert result.exit_code == 0, result.output
@@ -395,7 +396,7 @@ def test_a_signal_while_the_marking_write_is_in_flight(
     """The signal lands while the step's write of its mark is on the wire (the proxy signals
     the tool as the request passes, then forwards it): the request is abandoned, the line says
     so, exit 1; whether or not the write landed, the rerun finishes the step."""
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     for before in chain.CHAIN[: [s.name for s in chain.CHAIN].index(f"cp-{step}")]:
         assert chain.run_in_process(before, cluster.kubeconfig).exit_code == 0
     process = subprocess.Popen(

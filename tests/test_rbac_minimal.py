@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from common import cr as crnames
-from tests.support.cluster import Cluster
+from hack.devenv.cluster import Cluster
 from tests.support.rbac import STEPS, Grant, Lab, grants
 
 GRANTS = [grant for step in STEPS for grant in grants(step)]

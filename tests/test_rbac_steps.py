@@ -13,7 +13,7 @@ import pytest
 from common import backups
 from common import cr as crnames
 from common.cluster.client import resource_path
-from tests.support.cluster import Cluster
+from hack.devenv.cluster import Cluster
 from tests.support.rbac import STEPS, Lab
 
 MARKS = (crnames.ANNOTATION_MIGRATED, crnames.ANNOTATION_BACKED_UP, crnames.ANNOTATION_CLEANED)

@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 from common.cluster.client import resource_path
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster
 from migrator.config_yaml import parse_yaml_mapping
-from tests.support import chain, legacy
+from tests.support import chain
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR, RESTORE, Step
-from tests.support.cluster import FIXTURES, Cluster
 
 CONFIG_MAP = "kyma-system/connectivity-proxy"
 INFO_MAP = "kyma-system/connectivity-proxy-info"
@@ -111,7 +112,7 @@ def nested(depth: int) -> str:
 
 
 def migrated_and_backed_up(cluster: Cluster) -> None:
-    chain.install_standard(cluster)
+    legacy.install_standard(cluster)
     for step in (MIGRATOR, BACKUP):
         result = chain.run_in_process(step, cluster.kubeconfig)
         assert result.exit_code == 0, result.output
@@ -160,7 +161,7 @@ def delete_backups(cluster: Cluster) -> None:
 
 
 def migrated_only(cluster: Cluster) -> None:
-    chain.install_standard(cluster)
+    legacy.install_standard(cluster)
     result = chain.run_in_process(MIGRATOR, cluster.kubeconfig)
     assert result.exit_code == 0, result.output
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from common import cr as crnames
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster, ToolResult
 from tests.support import chain, reports
 from tests.support.chain import ChainResult
-from tests.support.cluster import Cluster, ToolResult
 from tests.support.faultproxy import FaultProxy, Rule, hook
 
 CR = crnames.CR_PATH
@@ -31,14 +32,14 @@ def run_pod(kubeconfig: Any, into: list[ChainResult]) -> None:
 
 
 def test_two_chains_at_once_end_in_the_same_state(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     reference = chain.run_chain(cluster.kubeconfig)
     assert reference.succeeded, reference.output()
     expected = chain.snapshot(cluster)
 
     rows = []
     for round_number in range(1, ROUNDS + 1):
-        chain.fresh_install(cluster)
+        legacy.fresh_install(cluster)
         pods: list[list[ChainResult]] = [[], []]
         threads = [threading.Thread(target=run_pod, args=(cluster.kubeconfig, pod)) for pod in pods]
         for thread in threads:
@@ -91,7 +92,7 @@ def test_a_concurrent_change_of_the_cr_is_not_lost_and_neither_is_the_step(
     """The change lands between the step's read of the CR and its write (the proxy runs it
     just before forwarding the step's write): the write's resourceVersion precondition fails,
     the step re-reads and writes again, and both changes survive."""
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     fault_proxy.add(
         Rule(
             hook(lambda: concurrent_change(cluster)),
@@ -140,7 +141,7 @@ WRITER_INTERVAL = 0.15
 def test_a_busy_writer_during_repeated_migrations_loses_nothing(cluster: Cluster) -> None:
     """Free-running: a writer changes a label several times a second while the migrator runs."""
     for round_number in range(3):
-        chain.fresh_install(cluster)
+        legacy.fresh_install(cluster)
         stop = threading.Event()
         written: list[str] = []
         thread = threading.Thread(

@@ -20,8 +20,9 @@ import pytest
 
 from common.backups import NAMESPACE as BACKUP_NAMESPACE
 from common.backups import SOURCES, digest_problem
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 from tests.support import chain, reports, states
-from tests.support.cluster import Cluster
 from tests.support.faultproxy import KILL, FaultProxy, Rule, occurrences, respond
 
 # A failing request exhausts its retries quickly here; the point is what the tool does after.
@@ -161,12 +162,12 @@ def test_the_chain_survives_a_crash_or_failure_at_every_write(
     assert [step.name for step in chain.CHAIN] == ["cp-migrator", "cp-backup", "cp-cleaner"][
         : len(chain.CHAIN)
     ]
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     originals = user_configuration(cluster)
     sweep(
         cluster,
         fault_proxy,
-        lambda: chain.fresh_install(cluster),
+        lambda: legacy.fresh_install(cluster),
         lambda: recoverable_from(cluster, originals),
         "crash-point sweep",
     )

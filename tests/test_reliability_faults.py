@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 from tests.support import chain, reports
-from tests.support.cluster import Cluster
 from tests.support.faultproxy import (
     FORWARD_RESET,
     RESET,
@@ -84,7 +85,7 @@ def side_effects(records: list[Record]) -> Counter[tuple[str, str]]:
 def reference(cluster: Cluster, proxy: FaultProxy) -> dict[str, Any]:
     """An uninterrupted run through the proxy: its final state and side effects (once)."""
     if not _reference:
-        chain.fresh_install(cluster)
+        legacy.fresh_install(cluster)
         proxy.reset()
         result = chain.run_chain(proxy.kubeconfig)
         assert result.succeeded, result.output()
@@ -100,7 +101,7 @@ def test_a_transient_fault_is_survived_without_repeating_a_side_effect(
     cluster: Cluster, fault_proxy: FaultProxy, target: Target, fault: str
 ) -> None:
     expected = reference(cluster, fault_proxy)
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     fault_proxy.reset()
     rule = fault_proxy.add(
         Rule(
@@ -146,7 +147,7 @@ def _escaped(path: str) -> str:
 def test_a_persistent_fault_ends_in_exit_1_naming_the_request(
     cluster: Cluster, fault_proxy: FaultProxy, name: str, method: str, path: str, action: Action
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     fault_proxy.add(Rule(action, method, _escaped(path), times=None))
     budget = 3.0
     started = time.monotonic()

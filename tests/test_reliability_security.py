@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from common.cluster.client import resource_path
-from tests.support import chain, legacy
+from hack.devenv import legacy
+from hack.devenv.cluster import REPO, Cluster
+from tests.support import chain
 from tests.support.chain import MIGRATOR, RESTORE, STATUS, Step
-from tests.support.cluster import REPO, Cluster
 
 SECRET_CANARY = "CANARY-service-key-7f3e9b1d"
 TLS_CANARY = "CANARY-tls-key-2c8a4e6f"
@@ -54,7 +55,7 @@ def forbidden(text: str) -> list[str]:
 
 
 def install_with_canaries(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )

@@ -12,9 +12,9 @@ import yaml
 from cleaner import plan as planning
 from common import backups
 from common.cluster.client import resource_path
-from tests.support import legacy
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster
 from tests.support.cleaning import Audit, install_legacy, mapping
-from tests.support.cluster import FIXTURES, Cluster
 
 STATUS = "cleaner.status_cli:main"
 MIGRATOR = "migrator.cli:main"

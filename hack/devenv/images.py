@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.cluster import REPO, Cluster
+from hack.devenv.cluster import REPO, Cluster
 
 REGISTRY = os.environ.get("CP_TEST_IMAGE_REGISTRY", "localhost/cp-migration-test")
 TAG = "test"

@@ -2,8 +2,8 @@
 
 Used by the pytest session fixture and by `make cluster` / `make cluster-down`:
 
-    python -m tests.support.controlplane start DIR   # prints the kubeconfig path
-    python -m tests.support.controlplane stop DIR
+    python -m hack.devenv.controlplane start DIR   # prints the kubeconfig path
+    python -m hack.devenv.controlplane stop DIR
 
 There is no controller manager: namespaces never finish deleting and nothing is
 garbage-collected, so tests delete objects one by one.
@@ -44,7 +44,7 @@ def binaries_dir() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -123,7 +123,7 @@ def make_pki(folder: Path, extra_sans: tuple[str, ...] = ()) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
 
-def _issue(folder: Path, name: str, subject: str, ext: str = "client.ext") -> None:
+def issue(folder: Path, name: str, subject: str, ext: str = "client.ext") -> None:
     """A key and a certificate signed by the CA of `folder` (made by make_pki)."""
     _openssl(
         "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
@@ -142,7 +142,7 @@ class ControlPlane:
     etcd_port: int = 0
     etcd: subprocess.Popen[bytes] | None = None
     apiserver: subprocess.Popen[bytes] | None = None
-    # Set by tests/support/node.py only: the apiserver serves on this address (the node's, which
+    # Set by hack/devenv/node/ only: the apiserver serves on this address (the node's, which
     # Pods reach) instead of 127.0.0.1, with Node authorization, NodeRestriction, the
     # ServiceAccount admission plugin and kubelet client certificates. Unset, nothing changes.
     node_ip: str | None = None
@@ -170,8 +170,8 @@ class ControlPlane:
         extra_sans = (f"IP:{self.node_ip}", f"IP:{self.service_ip}") if self.node_ip else ()
         make_pki(self.pki, extra_sans)
         if self.node_ip:
-            _issue(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
-        self.etcd_port, peer_port, self.api_port = _free_port(), _free_port(), _free_port()
+            issue(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+        self.etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
         logs = self.folder / "logs"
         logs.mkdir(exist_ok=True)
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
@@ -384,7 +384,7 @@ def stop_detached(folder: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] not in ("start", "stop"):
-        print("usage: python -m tests.support.controlplane start|stop DIR", file=sys.stderr)
+        print("usage: python -m hack.devenv.controlplane start|stop DIR", file=sys.stderr)
         return 2
     folder = Path(argv[2]).resolve()
     if argv[1] == "start":

@@ -17,7 +17,7 @@ import yaml
 
 from common.cluster.client import resource_path
 from common.errors import ApiError
-from tests.support.cluster import REPO, Cluster, load_manifests
+from hack.devenv.cluster import REPO, Cluster, load_manifests
 
 DEPLOY = REPO / "deploy"
 NAMESPACE = "kyma-system"

@@ -20,7 +20,7 @@ from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures"
+FIXTURES = REPO / "hack" / "devenv" / "manifests"
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 TEST_NAMESPACES = ("kyma-system", "connectivity-proxy-backup", "istio-system")
 
