@@ -33,11 +33,11 @@ test: install controlplane
 # The reliability suite alone (crash points, faults, concurrency, bad input, security);
 # `make test` runs it too.
 test-reliability: install controlplane
-	$(BIN)/pytest tests/test_reliability_*.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/cluster/reliability $(PYTEST_ARGS)
 
-# Pure unit tests only: no control plane, no images.
+# Pure unit tests only (tests/unit): no control plane, no images, no processes; seconds.
 test-fast: install
-	$(BIN)/pytest -m 'not cluster and not images' $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # Benchmark (issue 5): each tool as a whole process against a local control plane; writes
 # docs/benchmarks.md and docs/benchmarks.png. Never part of `make test`.
@@ -87,7 +87,7 @@ demo-node: node
 
 # The node tests alone (`make test` runs them too).
 test-node: install node-binaries
-	$(BIN)/pytest tests/test_node_*.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/node $(PYTEST_ARGS)
 
 demo: cluster
 	$(BIN)/python -m hack.demo --kubeconfig $(CLUSTER_DIR)/kubeconfig

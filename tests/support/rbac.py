@@ -62,7 +62,7 @@ SCENARIOS: dict[tuple[str, ...], str] = {
     ): CR_ABSENT,
 }
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
-# is lost is the Event itself (which tests/test_rbac_steps.py expects).
+# is lost is the Event itself (which tests/cluster/test_rbac_steps.py expects).
 BEST_EFFORT = {("create", "events")}
 
 

@@ -47,7 +47,7 @@ def test_the_apiserver_accepts_every_manifest(cluster: Cluster) -> None:
 
 def test_rbac_is_split_by_step() -> None:
     """Each step has roles of its own (a ClusterRole only where it has cluster-scoped access),
-    each bound by a binding of the same name; tests/test_rbac_*.py prove each set sufficient
+    each bound by a binding of the same name; tests/cluster/test_rbac_*.py prove each set sufficient
     for its step and each single grant in it necessary."""
     roles = {
         (r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"])
