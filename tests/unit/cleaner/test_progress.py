@@ -41,7 +41,7 @@ def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 def test_json_mode_logs_progress_at_most_every_two_seconds(log_stream: io.StringIO) -> None:
     clock = FakeClock()
-    ledger = progress.reset(None, clock)
+    ledger = progress.Ledger(clock, None)
     with ledger.phase("ServiceMappings", "handed over", "to hand over", total=2000) as phase:
         for _ in range(2000):
             clock.now += 0.005  # 200 per second: 10 s in all
@@ -58,7 +58,7 @@ def test_json_mode_logs_progress_at_most_every_two_seconds(log_stream: io.String
 
 def test_a_short_phase_prints_nothing(log_stream: io.StringIO) -> None:
     clock = FakeClock()
-    ledger = progress.reset(None, clock)
+    ledger = progress.Ledger(clock, None)
     with ledger.phase("legacy object(s)", "deleted", "to delete", total=50) as phase:
         for _ in range(50):
             clock.now += 0.01
@@ -69,7 +69,7 @@ def test_a_short_phase_prints_nothing(log_stream: io.StringIO) -> None:
 def test_on_a_terminal_a_bar_with_count_total_and_rate_then_cleared() -> None:
     clock = FakeClock()
     terminal = Terminal()
-    ledger = progress.reset(terminal, clock)
+    ledger = progress.Ledger(clock, terminal)
     with ledger.phase("ServiceMappings", "handed over", "to hand over", total=1000) as phase:
         for _ in range(1000):
             clock.now += 0.003
@@ -86,7 +86,7 @@ def test_on_a_terminal_a_bar_with_count_total_and_rate_then_cleared() -> None:
 def test_a_short_phase_draws_no_bar() -> None:
     clock = FakeClock()
     terminal = Terminal()
-    ledger = progress.reset(terminal, clock)
+    ledger = progress.Ledger(clock, terminal)
     with ledger.phase("legacy object(s)", "deleted", "to delete", total=40) as phase:
         for _ in range(40):
             clock.now += 0.01
@@ -100,9 +100,9 @@ def test_a_log_line_takes_the_bar_off_the_terminal_first() -> None:
     terminal = Terminal()
     logs.setup("text", 0, terminal)
     try:
-        ledger = progress.reset(terminal, clock)
+        ledger = progress.Ledger(clock, terminal)
         for handler in logging.getLogger().handlers:
-            progress.install_log_filter(handler)
+            progress.install_log_filter(handler, ledger)
         with ledger.phase("ServiceMappings", "handed over", "to hand over", total=10) as phase:
             clock.now += 2
             phase.advance()
@@ -114,7 +114,7 @@ def test_a_log_line_takes_the_bar_off_the_terminal_first() -> None:
 
 
 def test_the_summary_says_what_was_done_and_what_remains() -> None:
-    ledger = progress.reset(None, FakeClock())
+    ledger = progress.Ledger(FakeClock(), None)
     ledger.expect("the mark connectivityproxy.sap.com/cleaned on kyma-system/connectivity-proxy")
     with ledger.phase("legacy object(s)", "deleted", "to delete", total=45) as deletions:
         deletions.advance()
@@ -136,5 +136,5 @@ def test_the_summary_says_what_was_done_and_what_remains() -> None:
 
 
 def test_an_empty_ledger_says_so() -> None:
-    summary = progress.reset(None, FakeClock()).summary()
+    summary = progress.Ledger(FakeClock(), None).summary()
     assert summary == "done: no change of this run was confirmed. Remains: nothing this run knew of"
