@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from hack.bench_node import TaskEvents
+from hack.bench.node import TaskEvents
 from tests.support import pods as P
 from tests.support.cluster import FIXTURES, Cluster
 from tests.support.images import build_images
