@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run_step
 from common.errors import RetryableError
+from common.runner import Run
 
 # cp-status only reads.
 STATUS_EXIT_CODES = """\b
@@ -39,12 +40,12 @@ def main(**params: Any) -> None:
     output = params.pop("output")
     options = options_from(params)
 
-    def body() -> None:
+    def body(run: Run) -> None:
         from cleaner.status.gather import gather
         from cleaner.status.render import render_table, to_json
         from common.cli import connect
 
-        status = gather(connect(options, "status"))
+        status = gather(connect(options, run))
         if output == "json":
             click.echo(to_json(status))
         else:
@@ -55,7 +56,9 @@ def main(**params: Any) -> None:
                 "check the kubeconfig's identity and its permissions"
             )
 
-    run("status", options, body, remains="the status (cp-status only reads; nothing changed)")
+    run_step(
+        Run("status"), options, body, remains="the status (cp-status only reads; nothing changed)"
+    )
 
 
 if __name__ == "__main__":

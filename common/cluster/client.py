@@ -58,10 +58,6 @@ def resource_path(
     return path + (f"/{subresource}" if subresource else "")
 
 
-# Set when a signal ends the run: no request is tried again, and waits end at once.
-STOPPING = threading.Event()
-
-
 def _seconds(variable: str, default: float) -> float:
     raw = os.environ.get(variable, "").strip()
     try:
@@ -83,8 +79,11 @@ class Kube:
         request_timeout: float | None = None,
         transport: Transport | None = None,
         pool_size: int = 16,
+        stop: threading.Event | None = None,
     ) -> None:
         self.connection = connection
+        # Set when a signal ends the run: no request is tried again, and waits end at once.
+        self.stop = stop or threading.Event()
         self.user_agent = user_agent
         self.retry_seconds = retry_seconds or _seconds("CP_RETRY_SECONDS", 30)
         self.request_timeout = request_timeout or _seconds("CP_REQUEST_TIMEOUT", 15)
@@ -144,22 +143,22 @@ class Kube:
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
                 cause = _cause(err)
                 delay = next_delay(attempt) if may_repeat or _never_sent(err) else None
-                if delay is None or STOPPING.is_set():
+                if delay is None or self.stop.is_set():
                     raise ConnectionFailed(
                         f"{what}: no answer from the apiserver {server} after {attempt} "
                         f"attempt(s): {cause}"
                     ) from err
                 log.warning("%s: %s; attempt %d, retrying in %.1fs", what, cause, attempt, delay)
-                STOPPING.wait(delay)
+                self.stop.wait(delay)
                 continue
             if response.status < 400:
                 return self._object(what, response)
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = next_delay(attempt, response.headers.get("retry-after"))
-                if delay is not None and not STOPPING.is_set():
+                if delay is not None and not self.stop.is_set():
                     log.debug("retrying %s after %s in %.2fs", what, response.status, delay)
-                    STOPPING.wait(delay)
+                    self.stop.wait(delay)
                     continue
             if answers.status_body(response.headers, response.data) is None:
                 raise self._not_a_status(what, path, response)

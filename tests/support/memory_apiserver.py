@@ -1,5 +1,5 @@
 """An in-memory stand-in for the apiserver, for the planning-level sweep over every starting
-state (tests/test_convergence_states.py): thousands of states in seconds, where the real
+state (tests/cluster/test_convergence_states.py): thousands of states in seconds, where the real
 apiserver manages about one a second. It keeps the semantics the tools rely on (404, 409 on a
 resourceVersion or uid precondition and on AlreadyExists, JSON merge patch, server-side dry
 run, a Terminating namespace refusing new objects, metadata-only answers, aggregated
