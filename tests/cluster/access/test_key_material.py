@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from hack.devenv import legacy
+from hack.devenv.cluster import REPO, Cluster
 from tests.support import chain
-from tests.support.cluster import REPO, Cluster
 
 
 def inline(cluster: Cluster, path: Path, server: str | None = None) -> Path:
@@ -83,7 +84,7 @@ def test_the_tools_work_without_a_writable_temp_directory(
 
     for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile"):
         monkeypatch.setattr(tempfile, name, read_only)
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     kubeconfig = inline(cluster, tmp_path / "k")
     for step in (chain.STATUS, chain.MIGRATOR):
         result = chain.run_in_process(step, kubeconfig)

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 from tests.support import chain
 from tests.support.authproxy import AuthProxy
-from tests.support.cluster import Cluster
 from tests.support.connectproxy import ConnectProxy
 
 DIRECT = {
@@ -47,7 +48,7 @@ def never_shown(output: str) -> None:
 
 
 def test_credentials_in_https_proxy_are_sent_for_every_tool(cluster: Cluster) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     with AuthProxy(USER, PASSWORD) as proxy:
         env = https_proxy(proxy.url(CREDENTIALS))
         for step, args in TOOLS:
