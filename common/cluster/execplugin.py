@@ -1,9 +1,9 @@
 """Exec credential plugins as kubectl runs them (client.authentication.k8s.io).
 
-The `kubernetes` package (checked against 37.0.3; tests/unit/common/test_package_pins.py
-tells when that changes) runs a user's exec plugin itself, but: it fetches the token again whenever less than
-5 minutes are left (so before every request for short-lived tokens: 71 plugin runs in one
-cleaner run), waits for a plugin without a time limit, ignores interactiveMode, leaves stdin
+The `kubernetes` package (checked against 37.0.3; tests/unit/common/test_package_pins.py tells
+when that changes) runs a user's exec plugin itself, but: it fetches the token again whenever
+less than 5 minutes are left (so before every request for short-lived tokens: 71 plugin runs in
+one cleaner run), waits for a plugin without a time limit, ignores interactiveMode, leaves stdin
 open, drops the plugin's stderr on success, and sends the raw kubeconfig keys for
 provideClusterInfo. Here instead:
 
