@@ -134,8 +134,10 @@ class ExecPlugin:
             raise UsageError(f"{self.describe()} cannot be started {self.named()}: {err}") from err
         try:
             out, err_text = process.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as err:  # a time-out, or a signal ending the run: stop it too
             _stop(process)
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
             raise RetryableError(
                 f"{self.describe()} did not answer within {self.timeout:g}s (CP_EXEC_TIMEOUT) "
                 f"and was stopped {self.named()}"
