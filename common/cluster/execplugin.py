@@ -96,6 +96,15 @@ class ExecPlugin:
                 self._status = self._run()
             return self._status
 
+    def forget(self, token: str) -> bool:
+        """The apiserver refused `token`: unless another request has fetched a new one
+        already, the next fetches anew. True when this call made it so."""
+        with self._lock:
+            if self._status is None or self._status.get("token") != token:
+                return False
+            self._status = None
+            return True
+
     def token(self) -> str | None:
         token = self.status().get("token")
         return str(token) if token else None
