@@ -28,6 +28,7 @@ from common import backups
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
+from common.runner import user_agent
 from hack.bench.results import Results, Run, Series
 from hack.bench.targets import STEPS, Step
 from hack.bytecode import TOOL_PACKAGES
@@ -187,7 +188,7 @@ class AuditLog:
             time.sleep(0.05)
 
     def count(self, offset: int, tool: str) -> tuple[int, Counter[str]]:
-        agent = f"cp-migration/{tool}"
+        agent = user_agent(tool)
         by_kind: Counter[str] = Counter()
         seen: set[str] = set()
         for event in self.events_since(offset):
