@@ -22,8 +22,8 @@ import pytest
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.errors import UsageError
+from hack.devenv.cluster import REPO, Cluster
 from tests.support import chain
-from tests.support.cluster import REPO, Cluster
 
 REVIEW = resource_path("authentication.k8s.io", "v1", "selfsubjectreviews")
 DIRECT = {"HTTPS_PROXY": "", "https_proxy": "", "NO_PROXY": "", "no_proxy": ""}
@@ -97,7 +97,7 @@ def test_a_users_relative_certificate_is_read_from_its_own_files_directory(
 def test_a_users_relative_exec_command_is_run_from_its_own_files_directory(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    from tests.test_cluster_access import EXEC_ACCOUNT, exec_account
+    from tests.cluster.access.test_cluster_access import EXEC_ACCOUNT, exec_account
 
     exec_account(cluster)
     token = cluster.mint_token(*EXEC_ACCOUNT)

@@ -17,8 +17,9 @@ import pytest
 
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
+from hack.devenv import legacy
+from hack.devenv.cluster import Cluster
 from tests.support import chain
-from tests.support.cluster import Cluster
 from tests.support.webservers import HtmlServer, PrefixProxy, RedirectServer, WebServer
 
 TOOLS: tuple[tuple[chain.Step, tuple[str, ...]], ...] = (
@@ -57,7 +58,7 @@ def unchanged(cluster: Cluster, before: dict[str, object] | None) -> None:
 def test_a_wrong_path_prefix_behind_a_reverse_proxy_is_exit_1_for_every_tool(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     before = cluster.cr()
     with PrefixProxy(cluster.kubeconfig, "/k8s") as proxy:
         right = at_server(cluster, tmp_path / "right", proxy.url + "/k8s")
@@ -79,7 +80,7 @@ def test_a_wrong_path_prefix_behind_a_reverse_proxy_is_exit_1_for_every_tool(
 def test_a_redirect_with_an_empty_body_is_exit_1_for_every_tool(
     cluster: Cluster, tmp_path: Path, status: int
 ) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     before = cluster.cr()
     with RedirectServer(status) as server:
         every_tool_fails_naming(
@@ -94,7 +95,7 @@ def test_a_redirect_with_an_empty_body_is_exit_1_for_every_tool(
 
 
 def test_an_html_page_is_exit_1_for_every_tool(cluster: Cluster, tmp_path: Path) -> None:
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     before = cluster.cr()
     with HtmlServer() as server:
         every_tool_fails_naming(
