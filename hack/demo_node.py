@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from hack.bench_node import TaskEvents
+from hack.bench.node import TaskEvents
 from hack.devenv import pods as P
 from hack.devenv.cluster import FIXTURES, Cluster
 from hack.devenv.images import build_images

@@ -49,6 +49,8 @@ CLUSTER_SCOPED = {"namespaces", CRD_PLURAL, "clusterroles", "clusterrolebindings
     "priorityclasses",
 }
 
+JSON = {"content-type": "application/json"}  # as the apiserver answers
+
 
 def _error(method: str, path: str, status: int, reason: str, message: str) -> ApiError:
     return ApiError(method, path, status, reason, message, {"reason": reason, "message": message})
@@ -145,9 +147,9 @@ class MemoryApiserver:
                 method, unquote(parts.path), query, body, headers.get("Accept", "")
             )
         except ApiError as err:
-            data = {"reason": err.reason, "message": err.api_message}
-            return Response(err.status, {}, json.dumps(data).encode())
-        return Response(200, {}, json.dumps(answer).encode())
+            data = {"kind": "Status", "reason": err.reason, "message": err.api_message}
+            return Response(err.status, JSON, json.dumps(data).encode())
+        return Response(200, JSON, json.dumps(answer).encode())
 
     def handle(
         self,

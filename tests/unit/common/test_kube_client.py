@@ -35,7 +35,8 @@ def ok(body: dict[str, object] | None = None) -> Response:
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> Response:
-    body = {"kind": "Status", "code": code, "reason": "Reason", "message": f"said {code}"}
+    reason = "NotFound" if code == 404 else "Reason"
+    body = {"kind": "Status", "code": code, "reason": reason, "message": f"said {code}"}
     return Response(code, headers or {}, json.dumps(body).encode())
 
 

@@ -10,8 +10,8 @@ the apply) and this one's start: sandbox, network, volumes, container creation. 
 measured twice: to the operator's task start, and to the moment the API shows the operator
 container running (what `kubectl get pod` would show).
 
-    .venv/bin/python -m hack.bench_node [--runs 5]     # prints the rows; hack/bench.py
-                                                        # includes them in docs/benchmarks.md
+    .venv/bin/python -m hack.bench.node [--runs 5]   # prints the section; `make bench`
+                                                      # includes it in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -223,23 +223,11 @@ def run(runs: int = 5, log: bool = True) -> NodeBench:
 
 
 def render(bench: NodeBench) -> list[str]:
-    out = ["## On a real node: `kubectl apply` to the operator Running", ""]
+    """The node section of docs/benchmarks.md (its prose: node.md), as lines."""
+    from hack.bench.report import fill, table
+
     if bench.skipped:
-        return [*out, f"> Not measured: {bench.skipped}.", ""]
-    out += [
-        "deploy/ applied as `kubectl apply -k` does (images overridden to the locally built "
-        "ones, a stand-in operator as the main container) on a standard legacy installation, "
-        "in a `restricted` kyma-system, on the test node of hack/devenv/node/ (kubelet "
-        f"v1.35.4, containerd {bench.versions.get('containerd', '?')}, runc "
-        f"{bench.versions.get('runc', '?')}, CNI bridge). Medians of {len(bench.runs)} runs "
-        "after one warm-up run (the images are unpacked when they are imported; the warm-up "
-        "run reads them from disk once). Step times come from "
-        "containerd's task events: *run* is the step's process from start to exit (Python's "
-        "start-up included), *gap* is what the kubelet and containerd spend before it starts "
-        "(after the apply: scheduling, the sandbox, its network and volumes; after a step: "
-        "noticing the exit and creating the next container).",
-        "",
-    ]
+        return fill("node.md", "node-skipped", why=bench.skipped).split("\n")
     rows: list[tuple[str, ...]] = []
     for phase in PHASES:
         gap = bench.median("gaps", phase)
@@ -249,26 +237,22 @@ def render(bench: NodeBench) -> list[str]:
         run_s = bench.median("runs", phase)
         both = statistics.median(r.gaps[phase] + r.runs[phase] for r in bench.runs)
         rows.append((phase, f"{gap:.2f}", f"{run_s:.2f}", f"{both:.2f}"))
-    out += [
-        "| phase | gap before it, s | run, s | the step in all (gap + run), s |",
-        "| --- | --- | --- | --- |",
-        *["| " + " | ".join(row) + " |" for row in rows],
-        "",
-        "| total | median s | min-max s |",
-        "| --- | --- | --- |",
-        f"| apply -> operator container started (containerd) | "
-        f"{bench.median('seconds_to_task'):.2f} | {bench.spread('seconds_to_task')} |",
-        f"| apply -> operator Running in the API (`kubectl get pod`) | "
-        f"{bench.median('seconds_to_api'):.2f} | {bench.spread('seconds_to_api')} |",
-        "",
-        f"The node was Ready {bench.ready_seconds:.1f} s after its start (its own apiserver "
-        f"and etcd, containerd with the pause and operator images imported, kubelet and "
-        f"controllers, from cached binaries). The node side (containerd, kubelet, "
-        f"controller-manager, scheduler and the shims) held {bench.added_mib:.0f} MiB "
-        f"resident at the end.",
-        "",
-    ]
-    return out
+    header = ("phase", "gap before it, s", "run, s", "the step in all (gap + run), s")
+    text = fill(
+        "node.md",
+        "node",
+        containerd=bench.versions.get("containerd", "?"),
+        runc=bench.versions.get("runc", "?"),
+        runs=len(bench.runs),
+        phases=table(header, rows),
+        to_task=f"{bench.median('seconds_to_task'):.2f}",
+        to_task_spread=bench.spread("seconds_to_task"),
+        to_api=f"{bench.median('seconds_to_api'):.2f}",
+        to_api_spread=bench.spread("seconds_to_api"),
+        ready=f"{bench.ready_seconds:.1f}",
+        rss=f"{bench.added_mib:.0f}",
+    )
+    return text.split("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
