@@ -9,7 +9,10 @@
 ``kubernetes.config`` reads the files and loads credentials, TLS and proxies, and never writes a
 kubeconfig back. Added here is only what it lacks: kubectl's rule that the first file's
 ``current-context`` wins, a ``tokenFile`` read for every request (tokens rotate), impersonation,
-and errors that name the file. An exec plugin runs when the client is built (`Connection.load`).
+and errors that name the file; and where the package reads a kubeconfig otherwise than kubectl:
+relative paths, booleans, empty files (common.cluster.kubeconfig_rules), exec plugins (run by
+common.cluster.execplugin when the transport is built, not by the package) and decoded -data
+key material (kept in memory, common.cluster.keymaterial).
 """
 
 from __future__ import annotations
