@@ -19,6 +19,9 @@ UPDATE = "update"
 KEEP = "keep"
 MISSING = "missing"
 PRESERVE = "preserve"  # create a copy of a backup cp-backup did not make, under another name
+# An immutable copy cannot be updated (422): once its content is kept (preserved, or identical
+# to the source), it is deleted under a uid precondition and created again.
+REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Action:
 
     @property
     def writes(self) -> bool:
-        return self.verb in (CREATE, UPDATE, PRESERVE)
+        return self.verb in (CREATE, UPDATE, PRESERVE, REPLACE)
 
 
 def _ref(namespace: str, name: str) -> str:
@@ -54,6 +57,10 @@ def content_of(obj: dict[str, Any] | None, *, ignore: tuple[str, ...] = ()) -> d
         "data": dict(obj.get("data") or {}),
         "binaryData": dict(obj.get("binaryData") or {}),
     }
+
+
+def is_immutable(obj: dict[str, Any] | None) -> bool:
+    return bool((obj or {}).get("immutable"))
 
 
 def _with_content(base: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +212,34 @@ def preserved_copy(foreign: dict[str, Any], name: str, reason: str, now: str) ->
             names.DIGEST_ANNOTATION: content_digest(foreign),
         }
     )
-    return _with_content(_skeleton(names.NAMESPACE, names.preserved_name(name, foreign)), content)
+    body = _with_content(_skeleton(names.NAMESPACE, names.preserved_name(name, foreign)), content)
+    if is_immutable(foreign):
+        body["immutable"] = True  # kept as the person protected it
+    return body
+
+
+def preserve_problem(backup: dict[str, Any], source: dict[str, Any]) -> str | None:
+    """Why a copy must be kept under another name before cp-backup writes its own: it is not a
+    sound copy of ours, or it is an immutable one whose data the source no longer has (it can
+    only be replaced, and its content must outlive that). None: nothing to keep."""
+    foreign = foreign_problem(backup)
+    if foreign:
+        return foreign
+    if is_immutable(backup) and content_digest(backup) != content_digest(source):
+        return (
+            "it is immutable and holds data the source no longer has (an earlier migration's); "
+            "cp-backup replaces it"
+        )
+    return None
+
+
+def replacement(existing: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
+    """The body that replaces an immutable copy: a new object (no uid, resourceVersion) with
+    `content`, immutable again as the person made the one it replaces."""
+    meta = existing.get("metadata") or {}
+    body = _with_content(_skeleton(names.NAMESPACE, str(meta.get("name"))), content)
+    body["immutable"] = True
+    return body
 
 
 def plan_backup(inputs: BackupInputs) -> BackupPlan:
@@ -236,7 +270,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             )
             actions.append(Action(CREATE, target, f"copy of {source_ref}", None, after))
             continue
-        foreign = foreign_problem(existing)
+        foreign = preserve_problem(existing, source)
         if foreign:
             kept_as = _ref(names.NAMESPACE, names.preserved_name(name, existing))
             if inputs.preserved.get(name) is None:
@@ -251,6 +285,19 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 )
             else:
                 actions.append(Action(KEEP, kept_as, f"already keeps the earlier {target}"))
+            if is_immutable(existing):
+                actions.append(
+                    Action(
+                        REPLACE,
+                        target,
+                        f"immutable, so it is deleted (uid precondition) and created again as "
+                        f"cp-backup's verified copy of {source_ref}; its content is kept as "
+                        f"{kept_as} first",
+                        existing,
+                        replacement(existing, backup_content(source, inputs.now)),
+                    )
+                )
+                continue
             after = _with_content(existing, backup_content(source, inputs.now))
             actions.append(
                 Action(
@@ -274,7 +321,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
         if content_digest(existing) == content_digest(source):
             # Only the source's labels, annotations or resourceVersion moved (a controller may
             # touch them at any time): the copy still holds its configuration.
-            if crnames.is_marked(inputs.cr, crnames.ANNOTATION_BACKED_UP):
+            if crnames.is_marked(inputs.cr, crnames.ANNOTATION_BACKED_UP) or is_immutable(existing):
                 actions.append(
                     Action(KEEP, target, f"holds the data of {source_ref} (verified)", existing)
                 )

@@ -23,7 +23,7 @@ from cleaner import access, observe, progress
 from cleaner import plan as planning
 from common import cr as crnames
 from common.cli import STEP_TODO
-from common.errors import ApiError, CpError, RefusedError, RetryableError
+from common.errors import ApiError, CpError, RefusedError, RejectedWrite, RetryableError
 from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
@@ -163,6 +163,7 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
     if refusal:
         raise refusal
     _check_access(kube, plan, pool)
+    _check_admission(kube, plan, pool)
 
     ledger = progress.ledger()
     ledger.fulfil(START_TODO)
@@ -213,6 +214,52 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
             "changed. Grant them (see deploy/rbac.yaml), then run again",
             details=[str(write) for write in verdict.denied],
         )
+
+
+ADMISSION_REMEDY = (
+    "Change each object as the policy's message asks, or have the policy's owner allow these "
+    "deletes; the next run of cp-cleaner (the kubelet retries the init container) then cleans"
+)
+
+
+def _check_admission(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
+    """Send every planned delete as a server-side dry run (dryRun=All), which runs the
+    validating admission policies and webhooks the RBAC preflight cannot see. One denied is
+    enough to delete nothing: the legacy installation keeps running until every delete is
+    known to be allowed."""
+
+    def dry_run(delete: planning.Delete) -> str | None:
+        target = delete.target
+        kind = target.kind
+        path = resource_path(
+            kind.group, delete.version, kind.resource, target.namespace, target.name
+        )
+        try:
+            kube.delete(
+                path, uid=delete.uid, resource_version=delete.resource_version, dry_run=True
+            )
+        except RejectedWrite as err:
+            return f"{kind.name} {target.ref}: {err.policy or err.reason}: {err.api_message}"
+        except ApiError as err:
+            if err.status == 409:
+                raise _Moved(target.ref) from err
+            raise
+        return None
+
+    denied = [found for found in pool.map(dry_run, plan.all_deletes) if found]
+    for line in denied:
+        log.warning(f"admission control denies the delete: {line}", extra=fields(object=CR_NAME))
+    if denied:
+        raise RefusedError(
+            f"refusing to clean {CR_NAME}: admission control denies {len(denied)} of "
+            f"{len(plan.all_deletes)} planned delete(s) (server-side dry run); nothing was "
+            f"deleted and the legacy installation keeps running. {ADMISSION_REMEDY}",
+            details=denied,
+        )
+    log.info(
+        "admission control allows every planned delete (server-side dry run)",
+        extra=fields(object=CR_NAME, deletes=len(plan.all_deletes)),
+    )
 
 
 def _delete(

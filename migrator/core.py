@@ -10,7 +10,7 @@ from typing import Any
 
 from common import backups, diff, legacy
 from common import cr as crnames
-from common.errors import ApiError, RefusedError, RetryableError
+from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError
 from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -217,8 +217,8 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
             crnames.CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict"
         )
     except ApiError as err:
-        if err.status not in (400, 422):
-            raise
+        if err.status not in (400, 422) or (isinstance(err, RejectedWrite) and err.policy):
+            raise  # an admission policy's denial names the policy, not the configuration
         problems: list[str] = []
         for cause in _causes(err.body):
             message = cause.get("message", "")
