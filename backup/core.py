@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from backup import plan as planning
 from common import backups as names
 from common import cr as crnames
+from common.cluster.client import Kube, resource_path
 from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError, StaleView
-from common.kube import Kube, resource_path
 from common.logs import fields
 from common.retry import replan_on_conflict
 

@@ -12,8 +12,8 @@ from typing import Any
 from common import backups as names
 from common import cr as crnames
 from common.backups import content_digest
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from tests.support import admission, legacy
 from tests.support.cleaning import install_legacy
 from tests.support.cluster import REPO, Cluster, load_manifests

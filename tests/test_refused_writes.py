@@ -11,9 +11,10 @@ import pytest
 from backup import plan as planning
 from common import backups as names
 from common import cr as crnames
+from common.cluster.client import Kube
+from common.cluster.kubeconfig import Connection
+from common.cluster.transport import Response
 from common.errors import EXIT_REFUSED, EXIT_RETRY, ApiError, RejectedWrite
-from common.kube import Kube, Response
-from common.kubeconfig import Connection
 from tests.support import legacy
 from tests.support.states import backup_sh_copy
 

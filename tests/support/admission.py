@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from common.cluster.client import resource_path
 from common.errors import ApiError
-from common.kube import resource_path
 from tests.support.cluster import Cluster
 
 GROUP, VERSION = "admissionregistration.k8s.io", "v1"
