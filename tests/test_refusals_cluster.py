@@ -267,6 +267,8 @@ def test_the_cleaner_deletes_nothing_when_admission_denies_a_delete_and_the_reme
         assert cr and not crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
         # The remedy: label them as the policy asks; the next run cleans.
         for item in list(cluster.kube.list(configmap_path(KYMA))):
+            if item["metadata"]["name"] == "probe":
+                continue  # the probe stays denied: leaving, the test waits for the policy's end
             cluster.kube.merge_patch(
                 configmap_path(KYMA, item["metadata"]["name"]),
                 {"metadata": {"labels": {admission.MAY_DELETE: "true"}}},
