@@ -247,6 +247,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
     expected: dict[str, str] = {}
     missing: list[str] = []
     drifted: list[str] = []
+    restorable: list[bool] = []  # per drifted source: does its backup hold what was migrated
     for name in names.SOURCES:
         source = inputs.sources.get(name)
         existing = inputs.backups.get(name)
@@ -261,7 +262,8 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             continue
         drift = names.drift_problem(inputs.cr, name, content_digest(source))
         if drift:
-            drifted.append(f"ConfigMap {source_ref}: {drift}")
+            drifted.append(f"ConfigMap {source_ref}: {drift}{names.drift_diff(inputs.cr, source)}")
+            restorable.append(names.holds_migrated(inputs.cr, name, existing))
             continue
         expected[name] = content_digest(source)
         if existing is None:
@@ -335,7 +337,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
         raise RefusedError(
             "refusing to back up: the legacy configuration changed after it was migrated into "
             f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}, so the CR does not hold it; "
-            "nothing was changed. " + names.REMIGRATE_REMEDY,
+            "nothing was changed. " + names.remigrate_remedy(all(restorable)),
             details=drifted,
         )
     return BackupPlan(

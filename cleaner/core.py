@@ -131,6 +131,7 @@ def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
         mapping_crd=crd_read.result(),
         backup_namespace=backup_namespace.namespace,
         live_digests=found.digests,
+        live_configs=found.configs,
     )
 
 

@@ -281,6 +281,7 @@ class Inputs:
     # configuration ConfigMap that exists.
     backup_namespace: Mapping[str, Any] | None = None
     live_digests: Mapping[str, str] = field(default_factory=dict)
+    live_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,7 @@ def plan(inputs: Inputs) -> Plan:
                 obj.name,
                 inputs.backups.get(obj.name),
                 live_digest=inputs.live_digests.get(obj.name),
+                live=inputs.live_configs.get(obj.name),
                 namespace=inputs.backup_namespace,
                 cr=inputs.cr,
             )
@@ -406,6 +408,7 @@ def user_config_problem(
     live_digest: str | None,
     namespace: Mapping[str, Any] | None,
     cr: Mapping[str, Any],
+    live: Mapping[str, Any] | None = None,
 ) -> Problem | None:
     """Why the live user-configuration ConfigMap `name` must not be deleted, or None when its
     backup will outlive it: a verified copy of ours, with the same data, in a namespace that
@@ -432,7 +435,10 @@ def user_config_problem(
         )
     drift = backups.drift_problem(dict(cr), name, live_digest)
     if drift:
-        return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
+        restore = backups.holds_migrated(dict(cr), name, dict(backup))
+        return Problem(
+            f"{drift}{backups.drift_diff(dict(cr), live)}. {backups.remigrate_remedy(restore)}"
+        )
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         backups.DIGEST_ANNOTATION
     )
@@ -441,7 +447,7 @@ def user_config_problem(
             return Problem(f"its data differs from its backup {where}; {run_backup}")
         return Problem(
             f"its data differs from its backup {where} and the CR does not record what was "
-            f"migrated. {backups.REMIGRATE_REMEDY}"
+            f"migrated. {backups.remigrate_remedy(False)}"
         )
     return None
 

@@ -22,6 +22,17 @@ RECONCILER_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-discla
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MODULE_OPERATOR = "sap.connectivity.proxy.operator"
 
+# The legacy user configuration: the YAML under CONFIG_KEY of ConfigMap CONFIG_MAP_NAME, and
+# the ports in INFO_MAP_NAME (key -> the path under the CR's spec.config they migrate to).
+CONFIG_MAP_NAME = "connectivity-proxy"
+INFO_MAP_NAME = "connectivity-proxy-info"
+CONFIG_KEY = "connectivity-proxy-config.yml"
+PORTS: dict[str, tuple[str, ...]] = {
+    "onpremise_proxy_http_port": ("servers", "proxy", "http", "port"),
+    "onpremise_proxy_ldap_port": ("servers", "proxy", "rfcAndLdap", "port"),
+    "onpremise_socks5_proxy_port": ("servers", "proxy", "socks5", "port"),
+}
+
 
 def owned_by_module(meta: Mapping[str, Any]) -> str | None:
     """Why the new module owns an object (so it is never treated as legacy), or None."""

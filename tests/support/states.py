@@ -340,6 +340,30 @@ def cleaner_sh(env: Env) -> None:
     _annotate(env, {crnames.ANNOTATION_CLEANED: "true"})
 
 
+UPGRADED_VERSION = "2.21.0"
+
+
+def reconciler_upgrade(env: Env) -> None:
+    """A Kyma reconciler upgrade after the migration: it renders the legacy ConfigMap again
+    from the newer chart (its own formatting, a changed default, its version label)."""
+    path = configmap_path(KYMA, "connectivity-proxy")
+    current = env.kube.get(path)
+    if current is None:
+        return
+    config = yaml.safe_load(current["data"][CONFIG_KEY])
+    config["highAvailabilityMode"] = "path"
+    labels = dict(current["metadata"].get("labels") or {})
+    labels["reconciler.kyma-project.io/origin-version"] = UPGRADED_VERSION
+    env.kube.merge_patch(
+        path,
+        {
+            "metadata": {"labels": labels},
+            "data": {CONFIG_KEY: yaml.safe_dump(config, sort_keys=True)},
+        },
+        retry_safe=True,
+    )
+
+
 def _ours(env: Env, step: str) -> None:
     run = run_step(env, step)
     assert run.exit_code == 0, f"building the state: our {step}: {run.message}"
