@@ -1,4 +1,4 @@
-"""cp-backup and cp-restore command lines: options in, core out, exit code from common.cli.run."""
+"""cp-backup and cp-restore command lines: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -20,16 +21,16 @@ def backup_main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body() -> None:
+    def body(run: Run) -> None:
         from backup.core import Settings, backup
         from common.cli import connect
 
-        outcome = backup(connect(options, "backup"), Settings(dry_run=options.dry_run))
+        outcome = backup(connect(options, run), Settings(dry_run=options.dry_run))
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
 
-    run("backup", options, body)
+    run_step(Run("backup"), options, body)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -58,16 +59,16 @@ def restore_main(**params: Any) -> None:
     from_preserved = tuple(params.pop("from_preserved"))
     options = options_from(params)
 
-    def body() -> None:
+    def body(run: Run) -> None:
         from backup.restore import Settings, restore
         from common.cli import connect
 
         outcome = restore(
-            connect(options, "restore"),
+            connect(options, run),
             Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
 
-    run("restore", options, body)
+    run_step(Run("restore"), options, body)

@@ -1,4 +1,4 @@
-"""cp-cleaner command line: options in, core out, exit code from common.cli.run."""
+"""cp-cleaner command line: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -21,17 +22,17 @@ def main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body() -> None:
+    def body(run: Run) -> None:
+        from cleaner import progress
         from cleaner.core import Settings, clean
         from common.cli import connect
 
-        outcome = clean(connect(options, "cleaner"), Settings(dry_run=options.dry_run))
+        ledger = progress.start(run)
+        outcome = clean(connect(options, run), Settings(dry_run=options.dry_run), ledger)
         if outcome.report:
             click.echo(outcome.report, nl=False)
         click.echo(outcome.summary)
         if outcome.refusal is not None:
             raise outcome.refusal
 
-    from cleaner.progress import start
-
-    run("cleaner", options, body, progress=start)
+    run_step(Run("cleaner"), options, body)

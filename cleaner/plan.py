@@ -350,6 +350,7 @@ def plan(inputs: Inputs) -> Plan:
                 live_digest=inputs.live_digests.get(obj.name),
                 live=inputs.live_configs.get(obj.name),
                 namespace=inputs.backup_namespace,
+                migrated_digest=backups.migrated_digest(inputs.cr, obj.name),
                 cr=inputs.cr,
             )
             if problem:
@@ -407,12 +408,15 @@ def user_config_problem(
     *,
     live_digest: str | None,
     namespace: Mapping[str, Any] | None,
-    cr: Mapping[str, Any],
+    migrated_digest: str | None,
+    # For a drift refusal's diff: the CR (what was migrated) and the live ConfigMap.
+    cr: Mapping[str, Any] | None = None,
     live: Mapping[str, Any] | None = None,
 ) -> Problem | None:
     """Why the live user-configuration ConfigMap `name` must not be deleted, or None when its
     backup will outlive it: a verified copy of ours, with the same data, in a namespace that
-    exists and is not being deleted, and its data is what was migrated into the CR."""
+    exists and is not being deleted, and its data is what was migrated into the CR
+    (`migrated_digest`: the digest the CR records for it; None when it records none)."""
     where = f"{backups.NAMESPACE}/{name}"
     run_backup = f"run cp-backup: {backups.RESTART_CHAIN}"
     if namespace is None:
@@ -433,17 +437,16 @@ def user_config_problem(
             f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
             "that copy under another name and makes its own)"
         )
-    drift = backups.drift_problem(dict(cr), name, live_digest)
+    drift = backups.drift_problem(migrated_digest, live_digest)
     if drift:
-        restore = backups.holds_migrated(dict(cr), name, dict(backup))
-        return Problem(
-            f"{drift}{backups.drift_diff(dict(cr), live)}. {backups.remigrate_remedy(restore)}"
-        )
+        restore = backups.holds_migrated(migrated_digest, name, backup)
+        diff = backups.drift_diff(dict(cr), live) if cr is not None else ""
+        return Problem(f"{drift}{diff}. {backups.remigrate_remedy(restore)}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         backups.DIGEST_ANNOTATION
     )
     if backed_up != live_digest:
-        if backups.migrated_digest(dict(cr), name):  # the CR holds this data; the backup is behind
+        if migrated_digest:  # the CR holds this data; the backup is behind
             return Problem(f"its data differs from its backup {where}; {run_backup}")
         return Problem(
             f"its data differs from its backup {where} and the CR does not record what was "

@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run_step
 from common.errors import RetryableError
+from common.runner import Run
 
 # cp-status only reads.
 STATUS_EXIT_CODES = """\b
@@ -39,24 +40,25 @@ def main(**params: Any) -> None:
     output = params.pop("output")
     options = options_from(params)
 
-    def body() -> None:
-        import json
-
-        from cleaner.status import gather, readable, render_table
+    def body(run: Run) -> None:
+        from cleaner.status.gather import gather
+        from cleaner.status.render import render_table, to_json
         from common.cli import connect
 
-        status = gather(connect(options, "status"))
+        status = gather(connect(options, run))
         if output == "json":
-            click.echo(json.dumps(status, indent=2))
+            click.echo(to_json(status))
         else:
             click.echo(render_table(status), nl=False)
-        if not readable(status):
+        if not status.readable:
             raise RetryableError(
                 "cp-status could read nothing: every read failed (see the rows above); "
                 "check the kubeconfig's identity and its permissions"
             )
 
-    run("status", options, body, remains="the status (cp-status only reads; nothing changed)")
+    run_step(
+        Run("status"), options, body, remains="the status (cp-status only reads; nothing changed)"
+    )
 
 
 if __name__ == "__main__":

@@ -71,15 +71,15 @@ def remigrate_remedy(backup_holds_migrated: bool) -> str:
     return f"{REMIGRATE_REMEDY}. {RESTORE_MIGRATED if backup_holds_migrated else EDIT_BACK}"
 
 
-def holds_migrated(cr: dict[str, Any], name: str, backup: dict[str, Any] | None) -> bool:
+def holds_migrated(migrated: str | None, name: str, backup: Mapping[str, Any] | None) -> bool:
     """Whether `backup` is a verified copy of ours of kyma-system/`name` holding the data
-    that was migrated into the CR: then cp-restore --force puts exactly that back."""
-    migrated = migrated_digest(cr, name)
+    that was migrated into the CR (`migrated`: its digest, migrated_digest): then cp-restore
+    --force puts exactly that back."""
     return (
         backup is not None
         and migrated is not None
-        and backup_problem(backup, name) is None
-        and content_digest(backup) == migrated
+        and backup_problem(dict(backup), name) is None
+        and content_digest(dict(backup)) == migrated
     )
 
 
@@ -130,7 +130,7 @@ def parse_digests(value: str | None) -> dict[str, str]:
     return found
 
 
-def migrated_digest(cr: dict[str, Any], name: str) -> str | None:
+def migrated_digest(cr: Mapping[str, Any], name: str) -> str | None:
     """The digest kyma-system/`name` had when it was migrated into the CR; None when the CR
     records none (a migration by the original Go migrator)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
@@ -147,9 +147,9 @@ def drift_diff(cr: dict[str, Any], live: Mapping[str, Any] | None) -> str:
     )
 
 
-def drift_problem(cr: dict[str, Any], name: str, live_digest: str | None) -> str | None:
-    """Why the live kyma-system/`name` is not what was migrated into the CR, or None."""
-    migrated = migrated_digest(cr, name)
+def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:
+    """Why a live source is not what was migrated into the CR (`migrated`: the digest the CR
+    records for it, migrated_digest), or None."""
     if migrated is None or migrated == live_digest:
         return None
     changed = f"(migrated {migrated}, now {live_digest})"

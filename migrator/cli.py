@@ -1,4 +1,4 @@
-"""cp-migrator command line: options in, core out, exit code from common.cli.run."""
+"""cp-migrator command line: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -35,12 +36,12 @@ def main(**params: Any) -> None:
     migrate_orphaned = params.pop("migrate_orphaned")
     options = options_from(params)
 
-    def body() -> None:
+    def body(run: Run) -> None:
         from common.cli import connect
         from migrator.core import Settings, migrate
 
         outcome = migrate(
-            connect(options, "migrator"),
+            connect(options, run),
             Settings(
                 dry_run=options.dry_run,
                 service_key_secret=service_key_secret,
@@ -51,4 +52,4 @@ def main(**params: Any) -> None:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
 
-    run("migrator", options, body)
+    run_step(Run("migrator"), options, body)

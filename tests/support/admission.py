@@ -11,7 +11,7 @@ from typing import Any
 
 from common.cluster.client import resource_path
 from common.errors import ApiError
-from tests.support.cluster import Cluster
+from hack.devenv.cluster import Cluster
 
 GROUP, VERSION = "admissionregistration.k8s.io", "v1"
 # A label that the policies below accept as "a person has allowed this".
