@@ -10,6 +10,7 @@ from typing import Any
 
 from common import backups, diff, legacy, redact
 from common import cr as crnames
+from common.backups import content_digest
 from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError
 from common.logs import fields
@@ -65,7 +66,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         )
     if crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
-        return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
+        drifted = _drift(kube, cr) if settings.dry_run else ""
+        return Outcome(summary=f"nothing to do: {cr_name} is already migrated{drifted}")
 
     found = _observe(kube, cr, settings)
     source = planning.choose_source(found)  # once a run
@@ -129,6 +131,28 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         summary=f"migrated {cr_name}: {len(plan.changes)} field(s) changed, marked migrated",
         diff=rendered,
         changed=True,
+    )
+
+
+def _drift(kube: Kube, cr: dict[str, Any]) -> str:
+    """For --dry-run of a migrated CR: the legacy ConfigMaps that changed since, with what
+    changed (as cp-backup and cp-cleaner show it when they refuse over it)."""
+    found = []
+    for name in backups.SOURCES:
+        live = kube.get(configmap_path(crnames.NAMESPACE, name))
+        migrated = backups.migrated_digest(cr, name)
+        problem = backups.drift_problem(migrated, content_digest(live) if live else None)
+        if live is None or problem is None:
+            continue
+        found.append(
+            f"\n  - ConfigMap {crnames.NAMESPACE}/{name}: {problem}{backups.drift_diff(cr, live)}"
+        )
+    if not found:
+        return ""
+    return (
+        "; but the legacy configuration changed after it was migrated (cp-backup and "
+        "cp-cleaner refuse until a person decides; their message names the remedies):"
+        + "".join(found)
     )
 
 

@@ -18,6 +18,7 @@ MIGRATOR = "migrator.cli:main"
 BACKUP = "backup.cli:backup_main"
 CLEANER = "cleaner.cli:main"
 RESTORE = "backup.cli:restore_main"
+STATUS = "cleaner.status_cli:main"
 KYMA = "kyma-system"
 CHANGE = 'field highAvailabilityMode: "off" → "path"'
 
@@ -48,6 +49,10 @@ def test_before_the_backup_the_refusal_shows_the_diff_and_no_restore(cluster: Cl
     assert f"key connectivity-proxy-config.yml: {CHANGE}" in result.output
     # Only the change is named, not the reformatted rest.
     assert "externalHost" not in result.output
+    # cp-migrator --dry-run shows the same change (a real run has nothing to do).
+    dry = cluster.run(MIGRATOR, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"key connectivity-proxy-config.yml: {CHANGE}" in dry.output
     # No backup exists yet: cp-restore --force is not offered; editing back is.
     assert "cp-restore --force" not in result.output
     assert "edit the ConfigMap back to the values the CR holds" in result.output
@@ -95,6 +100,10 @@ def test_after_the_backup_the_cleaner_shows_the_diff_and_cp_restore_force_works(
     result = cluster.run(CLEANER)
     assert result.exit_code == 3, result.output
     assert f"key connectivity-proxy-config.yml: {CHANGE}" in result.output
+    # cp-status shows the same change, with the same remedies.
+    status = cluster.run(STATUS)
+    assert f"key connectivity-proxy-config.yml: {CHANGE}" in status.output, status.output
+    assert "cp-restore --force" in status.output
     # A verified backup holds what was migrated: cp-restore --force puts it back.
     assert "cp-restore --force" in result.output
     dry = cluster.run(RESTORE, "--dry-run")
