@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from common import redact
-from common.legacy import CONFIG_KEY, CONFIG_MAP_NAME, INFO_MAP_NAME, PORTS
+from common.kyma import CONFIG_KEY, CONFIGMAP, INFO_CONFIGMAP, PORTS
 
 MAX_LINES = 40  # a refusal names the first changes; the rest are counted
 _MAX_DEPTH = 64
@@ -123,7 +123,7 @@ def changes(cr: dict[str, Any], configmap: dict[str, Any] | None) -> list[str]:
     data = configmap.get("data") or {}
     config = ((cr.get("spec") or {}).get("config")) or {}
     lines: list[str] = []
-    if name == CONFIG_MAP_NAME:
+    if name == CONFIGMAP:
         text = data.get(CONFIG_KEY)
         if not isinstance(text, str):
             return [f"key {CONFIG_KEY}: not set any more"]
@@ -147,7 +147,7 @@ def changes(cr: dict[str, Any], configmap: dict[str, Any] | None) -> list[str]:
                 lines.append(
                     f"key {CONFIG_KEY}: field {field}: {_shown(key, old)} → {_shown(key, new)}"
                 )
-    elif name == INFO_MAP_NAME:
+    elif name == INFO_CONFIGMAP:
         for key, path in PORTS.items():
             if key not in data:
                 continue

@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common import backups, diff, legacy, redact
-from common import cr as crnames
+from common import backups, diff, kyma, legacy, redact
 from common.backups import content_digest
-from common.cluster.client import METADATA_ONLY, Kube, resource_path
+from common.cluster.client import METADATA_ONLY, Kube, configmap_path, resource_path
+from common.cr import CR_PATH, CRD_PATH, MIGRATE_ORPHANED_HINT, get_cr, is_marked, record_event
 from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -20,14 +20,7 @@ from migrator.config_yaml import Parsed, yaml11_warnings
 
 log = logging.getLogger("migrator")
 
-STATEFULSET_PATH = resource_path(
-    "apps", "v1", "statefulsets", legacy.STATEFULSET_NAMESPACE, legacy.STATEFULSET_NAME
-)
-CRD_PATH = crnames.CRD_PATH
-
-
-def configmap_path(namespace: str, name: str) -> str:
-    return resource_path("", "v1", "configmaps", namespace, name)
+STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", kyma.NAMESPACE, kyma.STATEFULSET)
 
 
 _STRICT_DECODING = "strict decoding error: "
@@ -51,20 +44,18 @@ class Outcome:
 
 
 def migrate(kube: Kube, settings: Settings) -> Outcome:
-    return replan_on_conflict(
-        lambda: _attempt(kube, settings), log=log, what=f"{crnames.NAMESPACE}/{crnames.NAME}"
-    )
+    return replan_on_conflict(lambda: _attempt(kube, settings), log=log, what=kyma.CR_REF)
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
-    cr = crnames.get_cr(kube)
+    cr_name = kyma.CR_REF
+    cr = get_cr(kube)
     if cr is None:
         raise RetryableError(
             f"ConnectivityProxy {cr_name} does not exist yet (or its CRD is not installed); "
             "the module creates it, so a later run will find it"
         )
-    if crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
+    if is_marked(cr, kyma.ANNOTATION_MIGRATED):
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
         drifted = _drift(kube, cr) if settings.dry_run else ""
         return Outcome(summary=f"nothing to do: {cr_name} is already migrated{drifted}")
@@ -107,9 +98,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
             diff=rendered,
         )
 
-    updated = kube.merge_patch(
-        crnames.CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict"
-    )
+    updated = kube.merge_patch(CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict")
     log.info(
         "migrated and marked",
         extra=fields(object=cr_name, changes=len(plan.changes), source=source.config_ref),
@@ -119,7 +108,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         if source.kind == planning.FROM_BACKUP
         else f"from {source.config_ref}"
     )
-    crnames.record_event(
+    record_event(
         kube,
         updated,
         "Migrated",
@@ -138,14 +127,14 @@ def _drift(kube: Kube, cr: dict[str, Any]) -> str:
     """For --dry-run of a migrated CR: the legacy ConfigMaps that changed since, with what
     changed (as cp-backup and cp-cleaner show it when they refuse over it)."""
     found = []
-    for name in backups.SOURCES:
-        live = kube.get(configmap_path(crnames.NAMESPACE, name))
+    for name in kyma.SOURCES:
+        live = kube.get(configmap_path(kyma.NAMESPACE, name))
         migrated = backups.migrated_digest(cr, name)
         problem = backups.drift_problem(migrated, content_digest(live) if live else None)
         if live is None or problem is None:
             continue
         found.append(
-            f"\n  - ConfigMap {crnames.NAMESPACE}/{name}: {problem}{backups.drift_diff(cr, live)}"
+            f"\n  - ConfigMap {kyma.NAMESPACE}/{name}: {problem}{backups.drift_diff(cr, live)}"
         )
     if not found:
         return ""
@@ -160,12 +149,12 @@ def _observe(kube: Kube, cr: dict[str, Any], settings: Settings) -> planning.Inp
     """Reads what choosing the source and planning need. The backups are read only when the
     live ConfigMaps may not be the whole story (no legacy installation, or one missing)."""
     statefulset = kube.get(STATEFULSET_PATH, accept=METADATA_ONLY)
-    config_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.CONFIG_NAME))
-    info_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.INFO_NAME))
+    config_map = kube.get(configmap_path(kyma.NAMESPACE, planning.CONFIG_NAME))
+    info_map = kube.get(configmap_path(kyma.NAMESPACE, planning.INFO_NAME))
     found_backups: dict[str, dict[str, Any] | None] = {}
     if not legacy.installation_present(statefulset) or config_map is None or info_map is None:
         found_backups = {
-            name: kube.get(configmap_path(backups.NAMESPACE, name)) for name in backups.SOURCES
+            name: kube.get(configmap_path(kyma.BACKUP_NAMESPACE, name)) for name in kyma.SOURCES
         }
     crd = kube.get(CRD_PATH)
     return planning.Inputs(
@@ -183,7 +172,7 @@ def _observe(kube: Kube, cr: dict[str, Any], settings: Settings) -> planning.Inp
 def _spec_schema(crd: dict[str, Any] | None) -> dict[str, Any] | None:
     """The schema of `spec` in the CRD's version v1 (which fields the CRD types as text)."""
     for version in ((crd or {}).get("spec") or {}).get("versions") or []:
-        if version.get("name") == crnames.VERSION:
+        if version.get("name") == kyma.VERSION:
             schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
             spec = (schema.get("properties") or {}).get("spec")
             return spec if isinstance(spec, dict) else None
@@ -195,7 +184,7 @@ def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
     only: the tool never needs, and so never holds, their values). Stops at the first found."""
     found: dict[str, bool] = {}
     for name in planning.reads(inputs):
-        path = resource_path("", "v1", "secrets", crnames.NAMESPACE, name)
+        path = resource_path("", "v1", "secrets", kyma.NAMESPACE, name)
         found[name] = kube.get(path, accept=METADATA_ONLY) is not None
         if found[name]:
             break
@@ -205,19 +194,19 @@ def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
 def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) -> Outcome:
     """Legacy ConfigMaps without a legacy installation: they may be stale, so the CR is not
     overwritten from them and the operator is not blocked; the CR says so, and an Event."""
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    cr_name = kyma.CR_REF
     found = planning.orphaned_value(inputs)
     message = (
         f"legacy ConfigMaps {found} exist without a legacy installation; they were left alone "
         f"and the CR was not changed. If they hold the configuration you want, "
-        f"{planning.MIGRATE_ORPHANED_HINT}"
+        f"{MIGRATE_ORPHANED_HINT}"
     )
     log.warning(message, extra=fields(object=cr_name))
     patch = planning.orphaned_patch(inputs)
     if settings.dry_run or patch is None:
         return Outcome(summary=f"nothing migrated: {message}")
-    marked = kube.merge_patch(crnames.CR_PATH, patch, retry_safe=True)
-    crnames.record_event(kube, marked, "OrphanedLegacyConfig", message, "cp-migrator")
+    marked = kube.merge_patch(CR_PATH, patch, retry_safe=True)
+    record_event(kube, marked, "OrphanedLegacyConfig", message, "cp-migrator")
     return Outcome(summary=f"nothing migrated: {message}", changed=True)
 
 
@@ -236,9 +225,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
     """Server-side dry run with strict field validation: an unknown field is an error here,
     not something the CRD schema silently prunes."""
     try:
-        kube.merge_patch(
-            crnames.CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict"
-        )
+        kube.merge_patch(CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict")
     except ApiError as err:
         if err.status not in (400, 422) or (isinstance(err, RejectedWrite) and err.policy):
             raise  # an admission policy's denial names the policy, not the configuration
@@ -251,7 +238,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
                 problems.append(f"{cause.get('field') or '?'}: {_shortened(message)}".strip())
         problems = problems or _strict_decoding_problems(err.api_message)
         raise RefusedError(
-            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}: the apiserver rejects the "
+            f"ConnectivityProxy {kyma.CR_REF}: the apiserver rejects the "
             f"migrated configuration (from ConfigMap {planning.CONFIG_MAP} key "
             f"{planning.CONFIG_KEY}); the CR is unchanged",
             details=problems,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import copy
 
-from common import backups as names
 from common import cr as crnames
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
@@ -79,8 +79,8 @@ def test_before_the_backup_the_remigration_remedy_works(cluster: Cluster) -> Non
         {
             "metadata": {
                 "annotations": {
-                    crnames.ANNOTATION_MIGRATED: None,
-                    crnames.ANNOTATION_BACKED_UP: None,
+                    kyma.ANNOTATION_MIGRATED: None,
+                    kyma.ANNOTATION_BACKED_UP: None,
                 }
             }
         },
@@ -112,6 +112,6 @@ def test_after_the_backup_the_cleaner_shows_the_diff_and_cp_restore_force_works(
     assert forced.exit_code == 0, forced.output
     run_ok(cluster, CLEANER)
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
     assert cr["spec"]["config"]["highAvailabilityMode"] == "off"
-    assert cluster.configmap(names.NAMESPACE, "connectivity-proxy") is not None
+    assert cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy") is not None

@@ -11,6 +11,7 @@ from typing import Any
 
 from common import backups as names
 from common import cr as crnames
+from common import kyma
 from common.backups import content_digest
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
@@ -52,7 +53,7 @@ def operator_kubeconfig(cluster: Cluster, folder: Path) -> Path:
 def preserved_copies(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {
         item["metadata"]["name"]: item
-        for item in cluster.kube.list(configmap_path(names.NAMESPACE))
+        for item in cluster.kube.list(configmap_path(kyma.BACKUP_NAMESPACE))
         if names.is_preserved(item)
     }
 
@@ -95,7 +96,7 @@ def test_an_admission_denial_of_a_write_is_exit_3_naming_the_policy_and_the_reme
         )
         run_ok(cluster, MIGRATOR)
     migrated = cluster.cr()
-    assert migrated and crnames.is_marked(migrated, crnames.ANNOTATION_MIGRATED)
+    assert migrated and crnames.is_marked(migrated, kyma.ANNOTATION_MIGRATED)
 
 
 def test_an_rbac_403_stays_exit_1(cluster: Cluster, tmp_path: Path) -> None:
@@ -103,7 +104,9 @@ def test_an_rbac_403_stays_exit_1(cluster: Cluster, tmp_path: Path) -> None:
     legacy.install(cluster)
     run_ok(cluster, MIGRATOR)
     kubeconfig = operator_kubeconfig(cluster, tmp_path)
-    bindings = resource_path("rbac.authorization.k8s.io", "v1", "rolebindings", names.NAMESPACE)
+    bindings = resource_path(
+        "rbac.authorization.k8s.io", "v1", "rolebindings", kyma.BACKUP_NAMESPACE
+    )
     for binding in list(cluster.kube.list(bindings)):
         cluster.kube.delete(f"{bindings}/{binding['metadata']['name']}")
     result = cluster.run(BACKUP, kubeconfig=kubeconfig)
@@ -119,12 +122,12 @@ def test_a_persons_immutable_copy_is_preserved_then_replaced(cluster: Cluster) -
     run_ok(cluster, MIGRATOR)
     # A person kept copies by hand (kubectl get -o yaml | ... | kubectl apply) and made them
     # immutable to protect them.
-    sources = {name: cluster.configmap(KYMA, name) for name in names.SOURCES}
+    sources = {name: cluster.configmap(KYMA, name) for name in kyma.SOURCES}
     for name, source in sources.items():
         assert source is not None
         cluster.apply([backup_sh_copy(source)])
-        make_immutable(cluster, names.NAMESPACE, name)
-    theirs = {name: cluster.configmap(names.NAMESPACE, name) for name in names.SOURCES}
+        make_immutable(cluster, kyma.BACKUP_NAMESPACE, name)
+    theirs = {name: cluster.configmap(kyma.BACKUP_NAMESPACE, name) for name in kyma.SOURCES}
 
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
@@ -136,12 +139,12 @@ def test_a_persons_immutable_copy_is_preserved_then_replaced(cluster: Cluster) -
         assert preserved["data"] == copy_["data"]
         assert preserved.get("immutable") is True
         assert names.digest_problem(preserved) is None
-        backup = cluster.configmap(names.NAMESPACE, name)
+        backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
         assert backup is not None and names.backup_problem(backup, name) is None
         assert backup["metadata"]["uid"] != copy_["metadata"]["uid"]  # replaced, not updated
         assert backup.get("immutable") is True
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP)
+    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_BACKED_UP)
     again = cluster.run(BACKUP)
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
 
@@ -149,9 +152,9 @@ def test_a_persons_immutable_copy_is_preserved_then_replaced(cluster: Cluster) -
 def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -> None:
     legacy.install(cluster)
     run_ok(cluster, MIGRATOR, BACKUP)
-    for name in names.SOURCES:
-        make_immutable(cluster, names.NAMESPACE, name)
-    earlier = cluster.configmap(names.NAMESPACE, "connectivity-proxy-info")
+    for name in kyma.SOURCES:
+        make_immutable(cluster, kyma.BACKUP_NAMESPACE, name)
+    earlier = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     assert earlier is not None
     # The legacy configuration changes, and the person migrates it again (the remedy of the
     # drift refusal): marks removed, the chain runs again.
@@ -165,8 +168,8 @@ def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -
         {
             "metadata": {
                 "annotations": {
-                    crnames.ANNOTATION_MIGRATED: None,
-                    crnames.ANNOTATION_BACKED_UP: None,
+                    kyma.ANNOTATION_MIGRATED: None,
+                    kyma.ANNOTATION_BACKED_UP: None,
                 }
             }
         },
@@ -177,11 +180,11 @@ def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -
     assert result.exit_code == 0, result.output
     preserved = preserved_copies(cluster)[names.preserved_name("connectivity-proxy-info", earlier)]
     assert preserved["data"] == earlier["data"]  # the earlier migration's data is kept
-    backup = cluster.configmap(names.NAMESPACE, "connectivity-proxy-info")
+    backup = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     assert backup is not None and backup["data"]["onpremise_proxy_http_port"] == "20005"
     assert names.backup_problem(backup, "connectivity-proxy-info") is None
     # The unchanged one is kept as it is (immutable, verified, same data).
-    unchanged = cluster.configmap(names.NAMESPACE, "connectivity-proxy")
+    unchanged = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy")
     assert unchanged is not None and unchanged.get("immutable") is True
     run_ok(cluster, CLEANER)
 
@@ -194,35 +197,37 @@ def test_an_immutable_copy_that_cannot_be_deleted_is_exit_3_saying_its_content_i
     source = cluster.configmap(KYMA, "connectivity-proxy")
     assert source is not None
     cluster.apply([backup_sh_copy(source)])
-    make_immutable(cluster, names.NAMESPACE, "connectivity-proxy")
-    theirs = cluster.configmap(names.NAMESPACE, "connectivity-proxy")
+    make_immutable(cluster, kyma.BACKUP_NAMESPACE, "connectivity-proxy")
+    theirs = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy")
     assert theirs is not None
     kubeconfig = operator_kubeconfig(cluster, tmp_path)
     operator = Kube(resolve(str(kubeconfig), None))
 
     def probe() -> None:
         # Allowed by RBAC for these names only: a dry run of the delete the policy denies.
-        operator.delete(configmap_path(names.NAMESPACE, "connectivity-proxy"), dry_run=True)
+        operator.delete(configmap_path(kyma.BACKUP_NAMESPACE, "connectivity-proxy"), dry_run=True)
 
-    policy = admission.service_accounts_never_delete_configmaps(names.NAMESPACE)
+    policy = admission.service_accounts_never_delete_configmaps(kyma.BACKUP_NAMESPACE)
     with admission.enforced(cluster, policy, probe):
         result = cluster.run(BACKUP, kubeconfig=kubeconfig)
         assert result.exit_code == 3, result.output
         kept_as = names.preserved_name("connectivity-proxy", theirs)
-        assert f"already preserved as {names.NAMESPACE}/{kept_as} (verified)" in result.output
+        assert f"already preserved as {kyma.BACKUP_NAMESPACE}/{kept_as} (verified)" in result.output
         assert "ValidatingAdmissionPolicy 'people-delete-backups'" in result.output
-        remedy = f"kubectl delete configmap -n {names.NAMESPACE} connectivity-proxy"
+        remedy = f"kubectl delete configmap -n {kyma.BACKUP_NAMESPACE} connectivity-proxy"
         assert remedy in result.output
-        kept = cluster.configmap(names.NAMESPACE, kept_as)
+        kept = cluster.configmap(kyma.BACKUP_NAMESPACE, kept_as)
         assert kept is not None and kept["data"] == theirs["data"]
         cr = cluster.cr()
-        assert cr and not crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP)
+        assert cr and not crnames.is_marked(cr, kyma.ANNOTATION_BACKED_UP)
         # The remedy, as the person (not a ServiceAccount) carries it out.
-        cluster.kube.delete(configmap_path(names.NAMESPACE, "connectivity-proxy"))
+        cluster.kube.delete(configmap_path(kyma.BACKUP_NAMESPACE, "connectivity-proxy"))
         run_ok(cluster, BACKUP, kubeconfig=kubeconfig)
-    backup = cluster.configmap(names.NAMESPACE, "connectivity-proxy")
+    backup = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy")
     assert backup is not None and names.backup_problem(backup, "connectivity-proxy") is None
-    assert backup["metadata"]["annotations"][names.DIGEST_ANNOTATION] == content_digest(source)
+    assert backup["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] == content_digest(
+        source
+    )
 
 
 # -- 3. the admission preflight of the cleaner ---------------------------------------------------
@@ -259,13 +264,13 @@ def test_the_cleaner_deletes_nothing_when_admission_denies_a_delete_and_the_reme
         for line in denied:
             assert "ValidatingAdmissionPolicy guard-kyma-system-configmaps" in line
             assert f"may only be deleted once labelled {admission.MAY_DELETE}" in line
-        for name in names.SOURCES:
+        for name in kyma.SOURCES:
             assert f"configmaps {KYMA}/{name}" in result.output
         # Nothing deleted: the legacy proxy still runs.
         assert cluster.kube.get(sts) is not None
-        assert all(cluster.configmap(KYMA, name) for name in names.SOURCES)
+        assert all(cluster.configmap(KYMA, name) for name in kyma.SOURCES)
         cr = cluster.cr()
-        assert cr and not crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+        assert cr and not crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
         # The remedy: label them as the policy asks; the next run cleans.
         for item in list(cluster.kube.list(configmap_path(KYMA))):
             if item["metadata"]["name"] == "probe":
@@ -278,7 +283,7 @@ def test_the_cleaner_deletes_nothing_when_admission_denies_a_delete_and_the_reme
         run_ok(cluster, CLEANER)
     assert cluster.kube.get(sts) is None
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
 
 
 def test_a_dry_run_delete_deletes_nothing(cluster: Cluster) -> None:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import backups
-from common import cr as crnames
+from common import kyma
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
+from common.cr import CR_PATH
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, REPO, Cluster, ToolResult, load_manifests
 from tests.support import chain
@@ -61,7 +61,7 @@ SCENARIOS: dict[tuple[str, ...], str] = {
         "cleaner",
         "get",
         "customresourcedefinitions",
-        crnames.CRD_NAME,
+        kyma.CRD_NAME,
     ): CR_ABSENT,
 }
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
@@ -269,7 +269,7 @@ def _stripped(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def shared_mode_config() -> str:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
     return str(text).replace("tenantMode: dedicated", "tenantMode: shared")
 
 
@@ -385,11 +385,13 @@ class Lab:
         assert result.exit_code == 0, f"{step} as the admin: {result.output}"
 
     def _delete_backups(self) -> None:
-        for name in backups.SOURCES:
-            self.cluster.kube.delete(resource_path("", "v1", "configmaps", backups.NAMESPACE, name))
+        for name in kyma.SOURCES:
+            self.cluster.kube.delete(
+                resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, name)
+            )
 
     def _delete_cr(self) -> None:
-        self.cluster.kube.delete(crnames.CR_PATH)
+        self.cluster.kube.delete(CR_PATH)
         while self.cluster.cr() is not None:  # no finalizers; gone a moment later
             time.sleep(0.02)
 
@@ -415,7 +417,7 @@ class Lab:
                     ),
                     *(
                         resource_path("", "v1", "configmaps", "kyma-system", name)
-                        for name in backups.SOURCES
+                        for name in kyma.SOURCES
                     ),
                 ):
                     self.cluster.kube.delete(path)
@@ -467,8 +469,8 @@ class Lab:
         if self.stale_backups is None:
             self._admin_step("backup")
             found = []
-            for name in backups.SOURCES:
-                backup = self.cluster.configmap(backups.NAMESPACE, name)
+            for name in kyma.SOURCES:
+                backup = self.cluster.configmap(kyma.BACKUP_NAMESPACE, name)
                 assert backup is not None
                 stale = _stripped(backup)
                 stale["data"] = {key: f"{value}\n# earlier" for key, value in stale["data"].items()}

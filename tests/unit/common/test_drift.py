@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import drift
-from common.legacy import CONFIG_KEY
+from common.kyma import CONFIG_KEY
 
 
 def cr(config: dict[str, Any]) -> dict[str, Any]:

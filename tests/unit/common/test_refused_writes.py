@@ -10,7 +10,7 @@ import pytest
 
 from backup import plan as planning
 from common import backups as names
-from common import cr as crnames
+from common import kyma
 from common.cluster.client import Kube
 from common.cluster.kubeconfig import Connection
 from common.cluster.transport import Response
@@ -97,9 +97,9 @@ def _source(name: str) -> dict[str, Any]:
 
 
 def _inputs(backups: dict[str, dict[str, Any] | None], **kwargs: Any) -> planning.BackupInputs:
-    cr = {"metadata": {"annotations": {crnames.ANNOTATION_MIGRATED: "true"}}}
+    cr = {"metadata": {"annotations": {kyma.ANNOTATION_MIGRATED: "true"}}}
     return planning.BackupInputs(
-        sources={name: _source(name) for name in names.SOURCES},
+        sources={name: _source(name) for name in kyma.SOURCES},
         backups=backups,
         namespace_exists=True,
         now="2026-12-06T00:00:00Z",
@@ -129,8 +129,8 @@ def test_our_immutable_copy_with_the_sources_data_is_kept() -> None:
         {"metadata": {"name": "connectivity-proxy", "uid": "u1", "resourceVersion": "1"}}, content
     )
     ours["immutable"] = True
-    ours["metadata"]["annotations"][names.SOURCE_RESOURCE_VERSION_ANNOTATION] = "1"
-    ours["metadata"]["annotations"][names.DIGEST_ANNOTATION] = names.content_digest(ours)
+    ours["metadata"]["annotations"][kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] = "1"
+    ours["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = names.content_digest(ours)
     plan = planning.plan_backup(_inputs({"connectivity-proxy": ours}))
     assert [a.verb for a in plan.actions if a.object.endswith("/connectivity-proxy")] == [
         planning.KEEP
