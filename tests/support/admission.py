@@ -15,7 +15,7 @@ from hack.devenv.cluster import Cluster
 
 GROUP, VERSION = "admissionregistration.k8s.io", "v1"
 # A label that the policies below accept as "a person has allowed this".
-MAY_DELETE = "ops.example.com/may-delete"
+MAY_DELETE = "ops.example.com/may-delete"  # as tests/support/states.MAY_DELETE
 FROZEN = "ops.example.com/frozen"
 
 
@@ -129,35 +129,46 @@ def frozen_connectivity_proxy(namespace: str) -> list[dict[str, Any]]:
     )
 
 
+def _wait(probe: Any, *, denied: bool) -> None:
+    """Until `probe()` (a request the policy denies) is denied, or no longer denied."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            probe()
+            now_denied = False
+        except ApiError as err:
+            now_denied = "ValidatingAdmissionPolicy" in err.api_message
+            if not now_denied:
+                raise
+        if now_denied == denied:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the admission policy was not {'enforced' if denied else 'gone'} in 30s"
+            )
+        time.sleep(0.2)
+
+
+def apply_and_wait(cluster: Cluster, objects: list[dict[str, Any]], probe: Any) -> None:
+    """Apply a policy and its binding; wait until the apiserver enforces them (it loads
+    policies asynchronously)."""
+    cluster.apply(objects)
+    _wait(probe, denied=True)
+
+
+def remove_and_wait(cluster: Cluster, objects: list[dict[str, Any]], probe: Any) -> None:
+    remove(cluster, objects)
+    _wait(probe, denied=False)
+
+
 @contextmanager
 def enforced(cluster: Cluster, objects: list[dict[str, Any]], probe: Any) -> Iterator[None]:
-    """Apply a policy and its binding; wait until `probe()` (a request the policy denies)
-    answers with the denial; remove both afterwards."""
-    cluster.apply(objects)
+    """A policy and its binding, enforced while the block runs, then removed."""
+    apply_and_wait(cluster, objects, probe)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                probe()
-            except ApiError as err:
-                if "ValidatingAdmissionPolicy" in err.api_message:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the admission policy was not enforced within 30s")
-            time.sleep(0.2)
         yield
     finally:
-        remove(cluster, objects)
-        # Unloaded as asynchronously as it was loaded: wait until it no longer denies.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                probe()
-                break
-            except ApiError as err:
-                if "ValidatingAdmissionPolicy" not in err.api_message:
-                    break
-            time.sleep(0.2)
+        remove_and_wait(cluster, objects, probe)
 
 
 def remove(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
@@ -167,4 +178,4 @@ def remove(cluster: Cluster, objects: list[dict[str, Any]]) -> None:
             if obj["kind"].endswith("Binding")
             else "validatingadmissionpolicies"
         )
-        cluster.kube.delete(_path(plural, obj["metadata"]["name"]))
+        cluster.kube.delete(_path(plural, obj["metadata"]["name"]))  # 404: already gone
