@@ -15,8 +15,6 @@ from typing import Any, TypeVar
 from cleaner import observe
 from cleaner import plan as planning
 from cleaner.status.model import (
-    OPERATOR_DEPLOYMENT,
-    OPERATOR_NAMESPACE,
     Backup,
     BackupItem,
     Cr,
@@ -33,7 +31,7 @@ from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.cr import annotations_of, crd_exists, get_cr, is_marked
 from common.errors import ApiError
 
-OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT)
+OPERATOR_PATH = resource_path("apps", "v1", "deployments", kyma.NAMESPACE, kyma.OPERATOR_DEPLOYMENT)
 WORKERS = 8
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cleaner import plan as cleaning
+from cleaner import plan as planning
 from cleaner.observe import PAGE_SIZE
 from hack.bench.results import Results
 
@@ -66,7 +66,7 @@ def backup_minimum(_n: int) -> list[Need]:
 
 def cleaner_minimum(n: int) -> list[Need]:
     pages = max(1, math.ceil(n / PAGE_SIZE))
-    legacy = len(cleaning.LEGACY_OBJECTS)
+    legacy = len(planning.LEGACY_OBJECTS)
     needs = [
         Need(1, "GET the CR (marks, and the resourceVersion of the final mark)"),
         Need(1, "GET the ServiceMapping CRD (it exists; its scope)"),
