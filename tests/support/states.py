@@ -697,7 +697,8 @@ def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
 def table(outcomes: list[Outcome]) -> str:
     from tests.support import reports
 
-    header = ["history", "cr", "sts", "configmaps", "backups", "sm", "1st", "2nd", "remedy"]
+    header = ["history", "cr", "sts", "configmaps", "backups", "sm", "extra", "1st", "2nd"]
+    header += ["remedy"]
     header += ["final", "config at the end"]
     rows = [
         [
@@ -707,6 +708,7 @@ def table(outcomes: list[Outcome]) -> str:
             o.state.configmaps,
             o.state.backups,
             o.state.mappings,
+            o.state.extra,
             o.codes(o.first),
             o.codes(o.second),
             "; ".join(o.remedies) or "-",
