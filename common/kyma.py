@@ -20,6 +20,12 @@ CONFIGMAP = COMPONENT  # the user configuration, as YAML under CONFIG_KEY
 CONFIG_KEY = f"{COMPONENT}-config.yml"
 INFO_CONFIGMAP = f"{COMPONENT}-info"  # the ports
 SOURCES = (CONFIGMAP, INFO_CONFIGMAP)  # what cp-backup copies
+# The ports of INFO_CONFIGMAP: key -> the path under the CR's spec.config it migrates to.
+PORTS: dict[str, tuple[str, ...]] = {
+    "onpremise_proxy_http_port": ("servers", "proxy", "http", "port"),
+    "onpremise_proxy_ldap_port": ("servers", "proxy", "rfcAndLdap", "port"),
+    "onpremise_socks5_proxy_port": ("servers", "proxy", "socks5", "port"),
+}
 OPERATOR_DEPLOYMENT = f"{COMPONENT}-operator"  # the module's; its Pod runs the chain
 
 # The marks each step sets on the CR, last.

@@ -94,6 +94,12 @@ def cleaner_minimum(n: int) -> list[Need]:
         Need(1, "read the two backups (uid and resourceVersion preconditions): one LIST"),
         Need(
             legacy,
+            "admission preflight: each planned DELETE first as a server-side dry run "
+            "(dryRun=All), which runs the admission policies and webhooks RBAC cannot show, so "
+            "a denied one stops the cleaner before anything is deleted (issue 22)",
+        ),
+        Need(
+            legacy,
             f"DELETE each legacy object present ({legacy} in the standard installation)",
         ),
         Need(1, "PATCH the CR: the `cleaned` mark under its resourceVersion"),
