@@ -10,23 +10,13 @@ import pytest
 
 from cleaner import observe
 from cleaner import plan as planning
+from cleaner.status import model
 from cleaner.status.gather import backup_of, cr_of, legacy_of
-from cleaner.status.model import (
-    Backup,
-    BackupItem,
-    Cr,
-    Crd,
-    Legacy,
-    Operator,
-    PreservedCopy,
-    ServiceMappings,
-    Status,
-    Unreadable,
-)
 from cleaner.status.render import render_table, to_json
 from common import kyma
 from common.backups import content_digest
 from common.legacy import owned_by_module
+from tests.support.backup_copies import backup_copy
 
 NOT_SAFE = (
     "its data differs from its backup connectivity-proxy-backup/connectivity-proxy; run cp-backup"
@@ -38,8 +28,8 @@ KEPT = (
 PRESERVED = "connectivity-proxy-preserved-0123456789"
 
 # Half-way through a migration, with something to show in every row and block.
-MIDWAY = Status(
-    legacy=Legacy(
+MIDWAY = model.Status(
+    legacy=model.Legacy(
         remaining=(
             "statefulsets.apps kyma-system/connectivity-proxy",
             "services kyma-system/connectivity-proxy-tunnel",
@@ -48,24 +38,26 @@ MIDWAY = Status(
         kept_by_module=(KEPT,),
         kinds_not_served=("certificates.cert.gardener.cloud",),
     ),
-    crd=Crd(exists=True),
-    cr=Cr(
+    crd=model.Crd(exists=True),
+    cr=model.Cr(
         exists=True,
         state="Ready",
         migrated=True,
         backed_up=True,
         orphaned_legacy_config="kyma-system/connectivity-proxy",
     ),
-    backup=Backup(
+    backup=model.Backup(
         namespace_exists=True,
         terminating=False,
         items=(
-            BackupItem("connectivity-proxy", present=True, live_exists=True, not_safe=NOT_SAFE),
-            BackupItem("connectivity-proxy-info", present=False, missing_at_backup=True),
+            model.BackupItem(
+                "connectivity-proxy", present=True, live_exists=True, not_safe=NOT_SAFE
+            ),
+            model.BackupItem("connectivity-proxy-info", present=False, missing_at_backup=True),
         ),
-        preserved=(PreservedCopy(PRESERVED, "connectivity-proxy", "made by another tool"),),
+        preserved=(model.PreservedCopy(PRESERVED, "connectivity-proxy", "made by another tool"),),
     ),
-    service_mappings=ServiceMappings(
+    service_mappings=model.ServiceMappings(
         crd_exists=True,
         crd_being_deleted=True,
         scope="Namespaced",
@@ -73,7 +65,7 @@ MIDWAY = Status(
         handed_over=1,
         being_deleted=1,
     ),
-    operator=Operator(exists=True, being_deleted=True),
+    operator=model.Operator(exists=True, being_deleted=True),
 )
 
 MIDWAY_TABLE = f"""\
@@ -182,11 +174,11 @@ def test_the_json_keeps_its_keys_and_their_order() -> None:
 
 
 def test_every_part_unreadable() -> None:
-    forbidden = Unreadable("forbidden: GET /x: no", 403)
-    nothing = Status(*(forbidden,) * len(dataclasses.fields(Status)))
+    forbidden = model.Unreadable("forbidden: GET /x: no", 403)
+    nothing = model.Status(*(forbidden,) * len(dataclasses.fields(model.Status)))
     assert not nothing.readable
     assert MIDWAY.readable
-    assert dataclasses.replace(nothing, operator=Operator(exists=False)).readable
+    assert dataclasses.replace(nothing, operator=model.Operator(exists=False)).readable
     rows = render_table(nothing).splitlines()[1:]
     assert len(rows) == 6
     assert all(row.endswith("  unknown (forbidden: GET /x: no)") for row in rows)
@@ -201,17 +193,17 @@ def test_every_part_unreadable() -> None:
 
 def test_the_model_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        MIDWAY.cr = Cr(exists=False)  # type: ignore[misc]
+        MIDWAY.cr = model.Cr(exists=False)  # type: ignore[misc]
 
 
 def test_nothing_installed() -> None:
-    status = Status(
-        legacy=Legacy((), (), (), ()),
-        crd=Crd(exists=False),
-        cr=Cr(exists=False),
-        backup=Backup(namespace_exists=False, terminating=False, items=()),
-        service_mappings=ServiceMappings(crd_exists=False),
-        operator=Operator(exists=False),
+    status = model.Status(
+        legacy=model.Legacy((), (), (), ()),
+        crd=model.Crd(exists=False),
+        cr=model.Cr(exists=False),
+        backup=model.Backup(namespace_exists=False, terminating=False, items=()),
+        service_mappings=model.ServiceMappings(crd_exists=False),
+        operator=model.Operator(exists=False),
     )
     assert render_table(status).splitlines()[1:] == [
         f"{what:<59}  {state}"
@@ -235,31 +227,14 @@ def test_nothing_installed() -> None:
 # -- from what was read to the model (gather's pure half) ---------------------------------------
 
 
-def a_backup(name: str, data: dict[str, str], **metadata: Any) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": kyma.BACKUP_NAMESPACE,
-            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
-            "annotations": {
-                kyma.SOURCE_NAMESPACE_ANNOTATION: kyma.NAMESPACE,
-                kyma.SOURCE_NAME_ANNOTATION: name,
-                kyma.BACKUP_DIGEST_ANNOTATION: content_digest({"data": data}),
-            },
-            **metadata,
-        },
-        "data": data,
-    }
-
-
 def test_each_backup_is_checked_against_its_live_configmap_and_the_cr() -> None:
     data = {"k": "v"}
     digest = content_digest({"data": data})
     read = observe.BackupNamespace(
         namespace={"metadata": {"name": kyma.BACKUP_NAMESPACE}},
         backups={
-            "connectivity-proxy": a_backup("connectivity-proxy", data),
-            "connectivity-proxy-info": a_backup("connectivity-proxy-info", data),
+            "connectivity-proxy": backup_copy("connectivity-proxy", {"data": data}),
+            "connectivity-proxy-info": backup_copy("connectivity-proxy-info", {"data": data}),
         },
         preserved=[],
     )
@@ -277,7 +252,7 @@ def test_each_backup_is_checked_against_its_live_configmap_and_the_cr() -> None:
 
 
 def test_a_tampered_backup_and_a_terminating_namespace() -> None:
-    tampered = a_backup("connectivity-proxy", {"k": "v"})
+    tampered = backup_copy("connectivity-proxy", {"data": {"k": "v"}})
     tampered["data"] = {"k": "changed"}
     read = observe.BackupNamespace(
         namespace={"metadata": {"name": kyma.BACKUP_NAMESPACE, "deletionTimestamp": "now"}},
@@ -294,13 +269,13 @@ def test_a_tampered_backup_and_a_terminating_namespace() -> None:
 
 
 def test_the_cr_and_the_legacy_objects() -> None:
-    assert cr_of(None) == Cr(exists=False)
+    assert cr_of(None) == model.Cr(exists=False)
     marks = {
         "connectivityproxy.sap.com/migrated": "true",
         "connectivityproxy.sap.com/cleaned-up": "true",
     }
     cr = cr_of({"metadata": {"annotations": marks}, "status": {"state": "Warning"}})
-    assert cr == Cr(exists=True, state="Warning", migrated=True, cleaned=True)
+    assert cr == model.Cr(exists=True, state="Warning", migrated=True, cleaned=True)
     statefulset, service = planning.LEGACY_OBJECTS[0], planning.LEGACY_OBJECTS[1]
     owned = {"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}}
     read = observe.Legacy(

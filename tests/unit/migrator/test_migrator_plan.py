@@ -12,6 +12,7 @@ from common import kyma, legacy
 from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
 from migrator import plan as planning
+from tests.support.backup_copies import backup_copy
 
 USER_CONFIG = """\
 highAvailabilityMode: "off"
@@ -241,23 +242,6 @@ def test_a_legacy_installation_is_any_statefulset_the_module_does_not_own() -> N
     assert not legacy.installation_present(module_owned)
 
 
-def backup_of(configmap: dict[str, Any], name: str) -> dict[str, Any]:
-    """A backup as cp-backup writes it (its label, provenance and digest)."""
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": kyma.BACKUP_NAMESPACE,
-            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
-            "annotations": {
-                kyma.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
-                kyma.SOURCE_NAME_ANNOTATION: name,
-                kyma.BACKUP_DIGEST_ANNOTATION: content_digest(configmap),
-            },
-        },
-        "data": copy.deepcopy(configmap.get("data")),
-    }
-
-
 def test_without_an_installation_the_live_configmaps_are_orphaned_unless_asked() -> None:
     given = inputs(statefulset=None)
     assert planning.choose_source(given).kind == planning.ORPHANED
@@ -275,7 +259,7 @@ def test_without_an_installation_the_live_configmaps_are_orphaned_unless_asked()
 def test_leftover_configmaps_that_cp_backup_copied_are_migrated() -> None:
     given = inputs(statefulset=None)
     assert given.config_map is not None
-    found = {"connectivity-proxy": backup_of(given.config_map, "connectivity-proxy")}
+    found = {"connectivity-proxy": backup_copy("connectivity-proxy", given.config_map)}
     assert planning.choose_source(inputs(statefulset=None, backups=found)).kind == (
         planning.FROM_LEFTOVER
     )
@@ -285,8 +269,8 @@ def test_a_recreated_cr_is_migrated_from_the_backups() -> None:
     live = inputs()
     assert live.config_map is not None and live.info_map is not None
     found = {
-        "connectivity-proxy": backup_of(live.config_map, "connectivity-proxy"),
-        "connectivity-proxy-info": backup_of(live.info_map, "connectivity-proxy-info"),
+        "connectivity-proxy": backup_copy("connectivity-proxy", live.config_map),
+        "connectivity-proxy-info": backup_copy("connectivity-proxy-info", live.info_map),
     }
     given = inputs(statefulset=None, config_map=None, info_map=None, backups=found)
     source = planning.choose_source(given)
@@ -307,7 +291,7 @@ def test_a_copy_by_another_tool_is_migrated_from_but_a_tampered_one_of_ours_is_r
         backups={"connectivity-proxy": foreign, "connectivity-proxy-info": live.info_map},
     )
     assert planning.choose_source(given).kind == planning.FROM_BACKUP
-    tampered = backup_of(live.config_map, "connectivity-proxy")
+    tampered = backup_copy("connectivity-proxy", live.config_map)
     tampered["data"] = {planning.CONFIG_KEY: "tenantMode: shared\n"}
     with pytest.raises(RefusedError) as caught:
         planning.choose_source(
