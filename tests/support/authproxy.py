@@ -17,7 +17,7 @@ import ssl
 import threading
 from typing import Any
 
-from tests.support.connectproxy import _loopback, _pump
+from tests.support.connectproxy import _pump, loopback_address, open_upstream, read_request
 from tests.support.servers import BackgroundServer, ThreadedServer
 
 
@@ -34,24 +34,14 @@ class _Handler(socketserver.BaseRequestHandler):
             except (ssl.SSLError, OSError):
                 owner.note("<tls handshake failed>", None)
                 return
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk or len(head) > 65536:
-                return
-            head += chunk
-        lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
-        target = rest.partition(" ")[0]
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(":") for line in lines[1:])
-        }
+        request = read_request(client)
+        if request is None:
+            return
+        method, target, headers = request
         given = headers.get("proxy-authorization")
         owner.note(target, given)
-        host, _, port = target.rpartition(":")
-        host = host.strip("[]")
-        if method != "CONNECT" or not port.isdigit() or not _loopback(host):
+        address = loopback_address(method, target)
+        if address is None:
             client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
         if owner.expected is None or given != owner.expected:
@@ -60,10 +50,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n'
             )
             return
-        try:
-            upstream = socket.create_connection((host, int(port)), timeout=10)
-        except OSError:
-            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        upstream = open_upstream(client, address)
+        if upstream is None:
             return
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         owner.tunnels += 1

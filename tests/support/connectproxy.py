@@ -14,31 +14,59 @@ from typing import Any
 from tests.support.servers import BackgroundServer, ThreadedServer
 
 
+def read_request(client: socket.socket) -> tuple[str, str, dict[str, str]] | None:
+    """A request's method, target and headers (names in lower case), read up to the end of its
+    head; None if the client hung up first or sent more than 64 KiB without ending it."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = client.recv(4096)
+        if not chunk or len(head) > 65536:
+            return None
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    method, _, rest = lines[0].partition(" ")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:])
+    }
+    return method, rest.partition(" ")[0], headers
+
+
+def loopback_address(method: str, target: str) -> tuple[str, int] | None:
+    """Where a CONNECT to a loopback host:port goes; None for any other request."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if method != "CONNECT" or not port.isdigit() or not _loopback(host):
+        return None
+    return host, int(port)
+
+
+def open_upstream(client: socket.socket, address: tuple[str, int]) -> socket.socket | None:
+    """A connection to `address`, or None after answering the client 502."""
+    try:
+        return socket.create_connection(address, timeout=10)
+    except OSError:
+        client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        return None
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: ThreadedServer
 
     def handle(self) -> None:
         client: socket.socket = self.request
         client.settimeout(30)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk or len(head) > 65536:
-                return
-            head += chunk
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        method, _, rest = request_line.partition(" ")
-        target = rest.partition(" ")[0]
-        host, _, port = target.rpartition(":")
-        host = host.strip("[]")
-        if method != "CONNECT" or not port.isdigit() or not _loopback(host):
+        request = read_request(client)
+        if request is None:
+            return
+        method, target, _ = request
+        address = loopback_address(method, target)
+        if address is None:
             self.server.owner._note(target, allowed=False)
             client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
-        try:
-            upstream = socket.create_connection((host, int(port)), timeout=10)
-        except OSError:
-            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        upstream = open_upstream(client, address)
+        if upstream is None:
             return
         self.server.owner._note(target, allowed=True)
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
