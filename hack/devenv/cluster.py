@@ -249,6 +249,31 @@ class Cluster:
 
     # -- identities ------------------------------------------------------------------------
 
+    def admin_account(self, namespace: str, name: str) -> str:
+        """A ServiceAccount bound to cluster-admin (for tests of how the tools authenticate,
+        where the identity, not RBAC, is under test), and a token of it."""
+        self.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": name, "namespace": namespace},
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "cluster-admin",
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+                },
+            ]
+        )
+        return self.mint_token(namespace, name)
+
     def mint_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A ServiceAccount token from the real apiserver (TokenRequest API)."""
         answer = self.kube.request(

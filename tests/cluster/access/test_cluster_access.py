@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import socket
 import sys
 import textwrap
 import time
@@ -24,6 +23,8 @@ from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
+from hack.devenv.controlplane import free_port
+from tests.cluster.access.test_exec_plugins import exec_user
 from tests.support import chain
 from tests.support.connectproxy import ConnectProxy
 
@@ -90,37 +91,11 @@ def test_no_proxy_bypasses_the_proxy(cluster: Cluster) -> None:
     assert proxy.tunnels == []
 
 
-def exec_account(cluster: Cluster) -> None:
-    """A ServiceAccount bound to cluster-admin: the identity here, not RBAC, is under test."""
-    namespace, name = EXEC_ACCOUNT
-    cluster.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": name, "namespace": namespace},
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-            },
-        ]
-    )
-
-
 def test_an_exec_plugin_token_is_used_and_fetched_again_when_it_expires(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     legacy.fresh_install(cluster)
-    exec_account(cluster)
-    (tmp_path / "token").write_text(cluster.mint_token(*EXEC_ACCOUNT))
+    (tmp_path / "token").write_text(cluster.admin_account(*EXEC_ACCOUNT))
     calls = tmp_path / "calls"
     plugin = tmp_path / "plugin.py"
     # Each credential expires a second after it is issued, so the run outlives several.
@@ -144,14 +119,7 @@ def test_an_exec_plugin_token_is_used_and_fetched_again_when_it_expires(
     )
 
     def use_plugin(config: dict[str, Any]) -> None:
-        config["users"][0]["user"] = {
-            "exec": {
-                "apiVersion": "client.authentication.k8s.io/v1",
-                "command": sys.executable,
-                "args": [str(plugin)],
-                "interactiveMode": "Never",
-            }
-        }
+        config["users"][0]["user"] = exec_user(plugin)
 
     kubeconfig = variant(cluster, tmp_path / "exec", use_plugin)
     result = chain.run_chain(kubeconfig)
@@ -162,9 +130,8 @@ def test_an_exec_plugin_token_is_used_and_fetched_again_when_it_expires(
 
 
 def test_a_rotated_token_file_is_read_again(cluster: Cluster, tmp_path: Path) -> None:
-    exec_account(cluster)
     token = tmp_path / "token"
-    token.write_text(cluster.mint_token(*EXEC_ACCOUNT) + "\n")
+    token.write_text(cluster.admin_account(*EXEC_ACCOUNT) + "\n")
 
     def use_token_file(config: dict[str, Any]) -> None:
         config["users"][0]["user"] = {"tokenFile": "token"}  # relative to the kubeconfig
@@ -202,9 +169,7 @@ def test_tls_server_name_is_honoured_and_a_mismatch_fails_at_once(
 def test_a_refused_connection_is_retried_with_a_line_per_attempt_naming_the_cause(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
 
     def nowhere(config: dict[str, Any]) -> None:
         config["clusters"][0]["cluster"] = {
@@ -337,8 +302,7 @@ def test_a_gcp_auth_providers_cached_token_is_used_while_it_is_fresh(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     legacy.fresh_install(cluster)
-    exec_account(cluster)
-    fresh = gcp_user(cluster.mint_token(*EXEC_ACCOUNT), datetime.timedelta(hours=1))
+    fresh = gcp_user(cluster.admin_account(*EXEC_ACCOUNT), datetime.timedelta(hours=1))
     result = chain.run_chain(variant(cluster, tmp_path / "gcp", fresh))
     assert result.succeeded, result.output()
 

@@ -23,36 +23,23 @@ ACCOUNT = ("kyma-system", "cp-migration-plugin-test")
 MAPPINGS = 400  # enough for a cleaner run of several seconds
 
 
-def plugin_account(cluster: Cluster) -> str:
-    """A ServiceAccount bound to cluster-admin, and a token of it."""
-    namespace, name = ACCOUNT
-    cluster.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": name, "namespace": namespace},
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-            },
-        ]
-    )
-    return cluster.mint_token(namespace, name)
+def exec_user(plugin: Path, **spec: Any) -> dict[str, Any]:
+    """A kubeconfig user whose credential comes from running the Python script `plugin`."""
+    return {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(plugin)],
+            "interactiveMode": "Never",
+            **spec,
+        }
+    }
 
 
 def with_plugin(cluster: Cluster, folder: Path, body: str, **spec: Any) -> tuple[Path, Path]:
     """The admin kubeconfig with its user replaced by an exec plugin running `body` (Python;
     `TOKEN` and `emit(seconds)` are defined for it); (kubeconfig, calls file)."""
-    token = plugin_account(cluster)
+    token = cluster.admin_account(*ACCOUNT)
     calls = folder / "calls"
     plugin = folder / "plugin.py"
     plugin.write_text(
@@ -75,15 +62,7 @@ def with_plugin(cluster: Cluster, folder: Path, body: str, **spec: Any) -> tuple
         + textwrap.dedent(body)
     )
     config = json.loads(cluster.kubeconfig.read_text())
-    config["users"][0]["user"] = {
-        "exec": {
-            "apiVersion": "client.authentication.k8s.io/v1",
-            "command": sys.executable,
-            "args": [str(plugin)],
-            "interactiveMode": "Never",
-            **spec,
-        }
-    }
+    config["users"][0]["user"] = exec_user(plugin, **spec)
     kubeconfig = folder / "kubeconfig"
     kubeconfig.write_text(json.dumps(config))
     return kubeconfig, calls

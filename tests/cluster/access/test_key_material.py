@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import pytest
 
 from hack.devenv import legacy
 from hack.devenv.cluster import REPO, Cluster
+from hack.devenv.controlplane import free_port
 from tests.support import chain
 
 
@@ -48,9 +48,7 @@ def files_holding(folder: Path, secret: bytes) -> list[Path]:
 def test_a_decoded_client_key_never_outlives_the_process_even_on_a_second_signal(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     kubeconfig = inline(cluster, tmp_path / "k", f"https://127.0.0.1:{port}")
     temp = tmp_path / "temp"
     temp.mkdir()

@@ -97,10 +97,9 @@ def test_a_users_relative_certificate_is_read_from_its_own_files_directory(
 def test_a_users_relative_exec_command_is_run_from_its_own_files_directory(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    from tests.cluster.access.test_cluster_access import EXEC_ACCOUNT, exec_account
+    from tests.cluster.access.test_cluster_access import EXEC_ACCOUNT
 
-    exec_account(cluster)
-    token = cluster.mint_token(*EXEC_ACCOUNT)
+    token = cluster.admin_account(*EXEC_ACCOUNT)
     for folder, value in (("team", token), ("mine", "decoy-token-that-is-wrong")):
         plugin = tmp_path / folder / "bin" / "login"
         plugin.parent.mkdir(parents=True)
@@ -125,14 +124,19 @@ def test_a_users_relative_exec_command_is_run_from_its_own_files_directory(
     assert who(Kube(resolve(None, None, env))) == f"system:serviceaccount:{namespace}:{name}"
 
 
+def skipping_tls_verify(cluster: Cluster, path: Path, value: object) -> Path:
+    """The admin kubeconfig with insecure-skip-tls-verify set to `value` (as written)."""
+    config = json.loads(cluster.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = value
+    path.write_text(json.dumps(config))
+    return path
+
+
 @pytest.mark.parametrize("value", ["false", "no", "0", "true"])
 def test_a_boolean_written_as_a_string_is_exit_2_naming_the_file_and_key(
     cluster: Cluster, tmp_path: Path, value: str
 ) -> None:
-    config = json.loads(cluster.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = value
-    kubeconfig = tmp_path / "k"
-    kubeconfig.write_text(json.dumps(config))
+    kubeconfig = skipping_tls_verify(cluster, tmp_path / "k", value)
     result = chain.run_in_process(chain.STATUS, kubeconfig)
     assert result.exit_code == 2, result.output
     assert str(kubeconfig) in result.output
@@ -141,18 +145,12 @@ def test_a_boolean_written_as_a_string_is_exit_2_naming_the_file_and_key(
 
 
 def test_a_real_boolean_false_keeps_verification_on(cluster: Cluster, tmp_path: Path) -> None:
-    config = json.loads(cluster.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = False
-    kubeconfig = tmp_path / "k"
-    kubeconfig.write_text(json.dumps(config))
+    kubeconfig = skipping_tls_verify(cluster, tmp_path / "k", False)
     assert chain.run_in_process(chain.STATUS, kubeconfig).exit_code == 0
 
 
 def test_insecure_skip_tls_verify_with_a_ca_is_exit_2(cluster: Cluster, tmp_path: Path) -> None:
-    config = json.loads(cluster.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
-    kubeconfig = tmp_path / "k"
-    kubeconfig.write_text(json.dumps(config))
+    kubeconfig = skipping_tls_verify(cluster, tmp_path / "k", True)
     result = chain.run_in_process(chain.MIGRATOR, kubeconfig)
     assert result.exit_code == 2, result.output
     assert str(kubeconfig) in result.output and "certificate authority" in result.output
