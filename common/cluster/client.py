@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -24,6 +23,7 @@ from urllib.parse import quote, urlencode
 
 from common.cluster import answers
 from common.cluster.kubeconfig import Connection
+from common.cluster.settings import seconds_setting
 from common.cluster.transport import (
     ApiClientTransport,
     Response,
@@ -64,17 +64,6 @@ def configmap_path(namespace: str, name: str | None = None) -> str:
     return resource_path("", "v1", "configmaps", namespace, name)
 
 
-def _seconds(variable: str, default: float) -> float:
-    raw = os.environ.get(variable, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise UsageError(f"{variable}={raw!r}: a number of seconds greater than 0 is needed")
-    return value
-
-
 class Kube:
     def __init__(
         self,
@@ -91,8 +80,8 @@ class Kube:
         # Set when a signal ends the run: no request is tried again, and waits end at once.
         self.stop = stop or threading.Event()
         self.user_agent = user_agent
-        self.retry_seconds = retry_seconds or _seconds("CP_RETRY_SECONDS", 30)
-        self.request_timeout = request_timeout or _seconds("CP_REQUEST_TIMEOUT", 15)
+        self.retry_seconds = retry_seconds or seconds_setting("CP_RETRY_SECONDS", 30)
+        self.request_timeout = request_timeout or seconds_setting("CP_REQUEST_TIMEOUT", 15)
         self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
         self._served: set[tuple[str, str]] | None = None  # discovery, read once when needed

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common.cluster.settings import seconds_setting
 from common.errors import RetryableError, UsageError
 
 log = logging.getLogger("kube")
@@ -46,14 +47,7 @@ MAX_MARGIN = 5.0  # seconds before expiry at which a credential is fetched again
 
 
 def exec_timeout(environ: dict[str, str] | None = None) -> float:
-    raw = (environ if environ is not None else os.environ).get("CP_EXEC_TIMEOUT", "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise UsageError(f"CP_EXEC_TIMEOUT={raw!r}: a number of seconds greater than 0 is needed")
-    return value
+    return seconds_setting("CP_EXEC_TIMEOUT", DEFAULT_TIMEOUT, environ)
 
 
 def _terminal() -> bool:
