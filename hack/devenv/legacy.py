@@ -79,6 +79,17 @@ def service_mapping(name: str) -> dict[str, Any]:
     }
 
 
+def service_key_secret(**string_data: str) -> dict[str, Any]:
+    """The Secret a shared-mode installation reads its service key from (the migrator's
+    default name), holding `string_data`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "connectivity-service-service-key", "namespace": "kyma-system"},
+        "stringData": string_data,
+    }
+
+
 def fresh_install(cluster: Cluster) -> None:
     """An empty cluster (no backup namespace either) with the standard installation."""
     cluster.reset()

@@ -273,12 +273,7 @@ def shared_mode_config() -> str:
     return str(text).replace("tenantMode: dedicated", "tenantMode: shared")
 
 
-SERVICE_KEY_SECRET = {
-    "apiVersion": "v1",
-    "kind": "Secret",
-    "metadata": {"name": "connectivity-service-service-key", "namespace": "kyma-system"},
-    "stringData": {"service_key": "not-a-real-key"},
-}
+SERVICE_KEY_SECRET = legacy.service_key_secret(service_key="not-a-real-key")
 
 
 class Lab:

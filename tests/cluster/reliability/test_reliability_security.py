@@ -64,19 +64,7 @@ def install_with_canaries(cluster: Cluster) -> None:
     configmap["data"]["extra-config.yml"] = EXTRA_CONFIG
     configmap["data"]["proxy-credentials"] = DATA_KEY_CANARY
     legacy.install(cluster, configmap=configmap)
-    cluster.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": "connectivity-service-service-key",
-                    "namespace": "kyma-system",
-                },
-                "stringData": {"service_key": SECRET_CANARY, "password": SECRET_CANARY},
-            }
-        ]
-    )
+    cluster.apply([legacy.service_key_secret(service_key=SECRET_CANARY, password=SECRET_CANARY)])
     # The legacy TLS secrets the cleaner deletes carry a canary too.
     for namespace, name in (
         ("kyma-system", "connectivity-sm-operator-secrets-tls"),
