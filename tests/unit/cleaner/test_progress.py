@@ -35,17 +35,28 @@ def log_stream() -> Iterator[io.StringIO]:
     logging.getLogger().handlers[:] = []
 
 
+MAPPINGS = ("ServiceMappings", "handed over", "to hand over")
+LEGACY = ("legacy object(s)", "deleted", "to delete")
+
+
+def run_phase(
+    terminal: io.StringIO | None, what: tuple[str, str, str], total: int, seconds_each: float
+) -> None:
+    """A phase of `total` steps of `seconds_each` each, timed by a fake clock."""
+    clock = FakeClock()
+    ledger = progress.Ledger(clock, terminal)
+    with ledger.phase(*what, total=total) as phase:
+        for _ in range(total):
+            clock.now += seconds_each
+            phase.advance()
+
+
 def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 def test_json_mode_logs_progress_at_most_every_two_seconds(log_stream: io.StringIO) -> None:
-    clock = FakeClock()
-    ledger = progress.Ledger(clock, None)
-    with ledger.phase("ServiceMappings", "handed over", "to hand over", total=2000) as phase:
-        for _ in range(2000):
-            clock.now += 0.005  # 200 per second: 10 s in all
-            phase.advance()
+    run_phase(None, MAPPINGS, 2000, 0.005)  # 200 per second: 10 s in all
     lines = [line for line in json_lines(log_stream) if line["logger"] == "progress"]
     # one every 2 s during the 10 s
     assert 4 <= len(lines) <= 5, lines
@@ -57,23 +68,13 @@ def test_json_mode_logs_progress_at_most_every_two_seconds(log_stream: io.String
 
 
 def test_a_short_phase_prints_nothing(log_stream: io.StringIO) -> None:
-    clock = FakeClock()
-    ledger = progress.Ledger(clock, None)
-    with ledger.phase("legacy object(s)", "deleted", "to delete", total=50) as phase:
-        for _ in range(50):
-            clock.now += 0.01
-            phase.advance()
+    run_phase(None, LEGACY, 50, 0.01)
     assert log_stream.getvalue() == ""
 
 
 def test_on_a_terminal_a_bar_with_count_total_and_rate_then_cleared() -> None:
-    clock = FakeClock()
     terminal = Terminal()
-    ledger = progress.Ledger(clock, terminal)
-    with ledger.phase("ServiceMappings", "handed over", "to hand over", total=1000) as phase:
-        for _ in range(1000):
-            clock.now += 0.003
-            phase.advance()
+    run_phase(terminal, MAPPINGS, 1000, 0.003)
     drawn = terminal.getvalue()
     assert "\r" in drawn
     assert "/1000 ServiceMappings handed over" in drawn
@@ -84,13 +85,8 @@ def test_on_a_terminal_a_bar_with_count_total_and_rate_then_cleared() -> None:
 
 
 def test_a_short_phase_draws_no_bar() -> None:
-    clock = FakeClock()
     terminal = Terminal()
-    ledger = progress.Ledger(clock, terminal)
-    with ledger.phase("legacy object(s)", "deleted", "to delete", total=40) as phase:
-        for _ in range(40):
-            clock.now += 0.01
-            phase.advance()
+    run_phase(terminal, LEGACY, 40, 0.01)
     assert terminal.getvalue() in ("", "\r\033[K")
     assert "ServiceMappings" not in terminal.getvalue() and "deleted" not in terminal.getvalue()
 
