@@ -208,21 +208,18 @@ class Interruption:
     seconds_to_exit: float
 
 
-def interrupt_cleaner(
-    cluster: Cluster, signum: int, when: Callable[[dict[str, Any]], bool]
-) -> Interruption:
-    """Run cp-cleaner as its own process (JSON logs, debug) and send `signum` as soon as a
-    log line satisfies `when`."""
-    process = subprocess.Popen(
+def start_tool(module: str, kubeconfig: Path, *args: str) -> subprocess.Popen[str]:
+    """`python -m module` as its own process, logging JSON lines unbuffered to its stderr."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "cleaner",
+            module,
             "--kubeconfig",
-            str(cluster.kubeconfig),
+            str(kubeconfig),
             "--log-format",
             "json",
-            "-v",
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -230,6 +227,14 @@ def interrupt_cleaner(
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def interrupt_cleaner(
+    cluster: Cluster, signum: int, when: Callable[[dict[str, Any]], bool]
+) -> Interruption:
+    """Run cp-cleaner as its own process (JSON logs, debug) and send `signum` as soon as a
+    log line satisfies `when`."""
+    process = start_tool("cleaner", cluster.kubeconfig, "-v")
     assert process.stderr is not None
     lines: list[dict[str, Any]] = []
     raw: list[str] = []
@@ -400,22 +405,7 @@ def test_a_signal_while_the_marking_write_is_in_flight(
     legacy.fresh_install(cluster)
     for before in chain.CHAIN[: [s.name for s in chain.CHAIN].index(f"cp-{step}")]:
         assert chain.run_in_process(before, cluster.kubeconfig).exit_code == 0
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            step,
-            "--kubeconfig",
-            str(fault_proxy.kubeconfig),
-            "--log-format",
-            "json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = start_tool(step, fault_proxy.kubeconfig)
     fault_proxy.add(
         Rule(
             hook(lambda: process.send_signal(signum)),
