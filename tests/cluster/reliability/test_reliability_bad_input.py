@@ -182,6 +182,32 @@ def restore_over_changed(cluster: Cluster) -> None:
 
 # -- the cases -----------------------------------------------------------------------------------
 
+PORT_LINE = "externalPort: 443"
+SUBDOMAIN_LINE = "subaccountSubdomain: example-subdomain"
+HTTP_ENABLED = "    http:\n      enabled: true"
+PORT_FIELD = ".servers.businessDataTunnel.externalPort"
+HTTP_PORT = "onpremise_proxy_http_port"
+LDAP_PORT = "onpremise_proxy_ldap_port"
+SOCKS5_PORT = "onpremise_socks5_proxy_port"
+
+
+def port(value: str) -> Setup:
+    return config(replaced(PORT_LINE, f"externalPort: {value}"))
+
+
+def subdomain(value: str) -> Setup:
+    return config(replaced(SUBDOMAIN_LINE, f"subaccountSubdomain: {value}"))
+
+
+def tenant_mode(value: str) -> Setup:
+    return config(replaced("tenantMode: dedicated", f"tenantMode: {value}"))
+
+
+def in_the_cr(field: str) -> tuple[str, str]:
+    """What a refusal by the CRD's schema names: the ConfigMap and the CR's field path."""
+    return (CONFIG_MAP, f"spec.config{field}")
+
+
 CASES = [
     # YAML that is not YAML, or not one mapping
     Case("invalid YAML: unclosed flow sequence", config(BASE + "extra: [1, 2\n"), WHERE),
@@ -213,12 +239,7 @@ CASES = [
     ),
     Case(
         "duplicate nested key",
-        config(
-            replaced(
-                "    http:\n      enabled: true\n",
-                "    http:\n      enabled: true\n      enabled: false\n",
-            )
-        ),
+        config(replaced(f"{HTTP_ENABLED}\n", f"{HTTP_ENABLED}\n      enabled: false\n")),
         (*WHERE, "duplicate key 'enabled'"),
     ),
     Case("empty document", config(""), (*WHERE, "empty")),
@@ -231,25 +252,16 @@ CASES = [
     *(
         Case(
             f"control character {name} in a value",
-            config(
-                replaced(
-                    "subaccountSubdomain: example-subdomain",
-                    f"subaccountSubdomain: example{char}subdomain",
-                )
-            ),
+            subdomain(f"example{char}subdomain"),
             (*WHERE, f"U+{ord(char):04X}", "line 3, column 29"),
         )
         for name, char in (("NUL", "\x00"), ("ESC", "\x1b"), ("C1 CSI", "\x9b"))
     ),
-    Case(
-        "integer of more than 4,300 digits",
-        config(replaced("externalPort: 443", "externalPort: " + "9" * 4400)),
-        (*WHERE, "4400 digits", "line 13"),
-    ),
+    Case("integer of more than 4,300 digits", port("9" * 4400), (*WHERE, "4400 digits", "line 13")),
     Case(
         "YAML 1.1 boolean word where the CRD wants a port",
-        config(replaced("externalPort: 443", "externalPort: on")),
-        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort", "YAML 1.1"),
+        port("on"),
+        (*in_the_cr(PORT_FIELD), "YAML 1.1"),
     ),
     Case(
         "flow collections nested 5,000 deep",
@@ -260,108 +272,66 @@ CASES = [
     Case("non-string key", config(BASE + "1: one\n"), (*WHERE, "key 1")),
     Case(
         "null value",
-        config(replaced("subaccountSubdomain: example-subdomain", "subaccountSubdomain:")),
+        config(replaced(SUBDOMAIN_LINE, "subaccountSubdomain:")),
         (*WHERE, ".subaccountSubdomain"),
     ),
     # A date where the CRD wants a number (where it wants text, the date's text is kept).
-    Case(
-        "unquoted date",
-        config(replaced("externalPort: 443", "externalPort: 2024-01-01")),
-        (*WHERE, ".servers.businessDataTunnel.externalPort"),
-    ),
-    Case(
-        "binary tag",
-        config(
-            replaced("subaccountSubdomain: example-subdomain", "subaccountSubdomain: !!binary aGk=")
-        ),
-        (*WHERE, ".subaccountSubdomain"),
-    ),
+    Case("unquoted date", port("2024-01-01"), (*WHERE, PORT_FIELD)),
+    Case("binary tag", subdomain("!!binary aGk="), (*WHERE, ".subaccountSubdomain")),
     Case(
         "python object tag (never constructed)",
         config(BASE + 'pwn: !!python/object/apply:os.system ["touch /tmp/cp-pwned"]\n'),
         (*WHERE, "python/object"),
     ),
-    Case(
-        "infinite number",
-        config(replaced("externalPort: 443", "externalPort: .inf")),
-        (*WHERE, ".servers.businessDataTunnel.externalPort"),
-    ),
+    Case("infinite number", port(".inf"), (*WHERE, PORT_FIELD)),
     # wrong types and values, found by the apiserver's strict dry run against the CRD schema
     Case(
         "string for a boolean",
-        config(replaced("    http:\n      enabled: true", '    http:\n      enabled: "true"')),
-        (CONFIG_MAP, "spec.config.servers.proxy.http.enabled"),
+        config(replaced(HTTP_ENABLED, '    http:\n      enabled: "true"')),
+        in_the_cr(".servers.proxy.http.enabled"),
     ),
     Case(
         "mapping for a port",
-        config(replaced("externalPort: 443", "externalPort:\n      value: 443")),
-        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort"),
+        config(replaced(PORT_LINE, "externalPort:\n      value: 443")),
+        in_the_cr(PORT_FIELD),
     ),
-    Case(
-        "string for a port",
-        config(replaced("externalPort: 443", 'externalPort: "443"')),
-        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort"),
-    ),
-    Case(
-        "port out of range in the config",
-        config(replaced("externalPort: 443", "externalPort: 70000")),
-        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort"),
-    ),
-    Case(
-        "negative port in the config",
-        config(replaced("externalPort: 443", "externalPort: -443")),
-        (CONFIG_MAP, "spec.config.servers.businessDataTunnel.externalPort"),
-    ),
+    Case("string for a port", port('"443"'), in_the_cr(PORT_FIELD)),
+    Case("port out of range in the config", port("70000"), in_the_cr(PORT_FIELD)),
+    Case("negative port in the config", port("-443"), in_the_cr(PORT_FIELD)),
     Case(
         "field unknown to the CRD (never pruned)",
         config(BASE + "madeUpSetting: 1\n"),
-        (CONFIG_MAP, "spec.config.madeUpSetting"),
+        in_the_cr(".madeUpSetting"),
     ),
     Case(
         "nested field unknown to the CRD",
-        config(
-            replaced(
-                "    http:\n      enabled: true", "    http:\n      madeUp: 1\n      enabled: true"
-            )
-        ),
-        (CONFIG_MAP, "spec.config.servers.proxy.http.madeUp"),
+        config(replaced(HTTP_ENABLED, "    http:\n      madeUp: 1\n      enabled: true")),
+        in_the_cr(".servers.proxy.http.madeUp"),
     ),
     Case(
         "pattern violation: subaccountId with a slash",
         config(replaced("subaccountId: ", "subaccountId: a/")),
-        (CONFIG_MAP, "spec.config.subaccountId"),
+        in_the_cr(".subaccountId"),
     ),
     Case(
         "pattern violation: highAvailabilityMode",
         config(replaced('highAvailabilityMode: "off"', "highAvailabilityMode: sometimes")),
-        (CONFIG_MAP, "spec.config.highAvailabilityMode"),
+        in_the_cr(".highAvailabilityMode"),
     ),
     Case(
         "pattern violation: audit log mode",
         config(replaced("mode: console", "mode: syslog")),
-        (CONFIG_MAP, "spec.config.integration.auditlog.mode"),
+        in_the_cr(".integration.auditlog.mode"),
     ),
     Case(
         "config near the ConfigMap size limit, with an unknown field",
         config(BASE + "madeUpPadding: " + "x" * (1024 * 1024 - len(BASE) - 4096) + "\n"),
-        (CONFIG_MAP, "spec.config.madeUpPadding"),
+        in_the_cr(".madeUpPadding"),
     ),
     # tenant mode
-    Case(
-        "unknown tenantMode",
-        config(replaced("tenantMode: dedicated", "tenantMode: multi")),
-        (*WHERE, "tenantMode"),
-    ),
-    Case(
-        "tenantMode in the wrong case",
-        config(replaced("tenantMode: dedicated", "tenantMode: Shared")),
-        (*WHERE, "tenantMode"),
-    ),
-    Case(
-        "tenantMode a boolean",
-        config(replaced("tenantMode: dedicated", "tenantMode: yes")),
-        (*WHERE, "tenantMode"),
-    ),
+    Case("unknown tenantMode", tenant_mode("multi"), (*WHERE, "tenantMode")),
+    Case("tenantMode in the wrong case", tenant_mode("Shared"), (*WHERE, "tenantMode")),
+    Case("tenantMode a boolean", tenant_mode("yes"), (*WHERE, "tenantMode")),
     Case(
         "shared mode with a missing secret",
         shared_mode,
@@ -374,58 +344,23 @@ CASES = [
         args=("--service-key-secret", "my-service-key"),
     ),
     # ports in the info ConfigMap
-    Case(
-        "port out of range",
-        info(onpremise_proxy_http_port="65536"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
+    *(
+        Case(name, info(**{key: value}), (INFO_MAP, key))
+        for name, key, value in (
+            ("port out of range", HTTP_PORT, "65536"),
+            ("port zero", LDAP_PORT, "0"),
+            ("non-numeric port", SOCKS5_PORT, "socks"),
+            ("negative port", HTTP_PORT, "-20003"),
+            ("port with a leading space", HTTP_PORT, " 20003"),
+            ("port with a space inside", HTTP_PORT, "200 03"),
+            ("port with a trailing newline", HTTP_PORT, "20003\n"),
+            ("port as a float", HTTP_PORT, "20003.0"),
+            ("port in hex", HTTP_PORT, "0x4e23"),
+            ("port with a plus sign", HTTP_PORT, "+20003"),
+            ("empty port", LDAP_PORT, ""),
+        )
     ),
-    Case("port zero", info(onpremise_proxy_ldap_port="0"), (INFO_MAP, "onpremise_proxy_ldap_port")),
-    Case(
-        "non-numeric port",
-        info(onpremise_socks5_proxy_port="socks"),
-        (INFO_MAP, "onpremise_socks5_proxy_port"),
-    ),
-    Case(
-        "negative port",
-        info(onpremise_proxy_http_port="-20003"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port with a leading space",
-        info(onpremise_proxy_http_port=" 20003"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port with a space inside",
-        info(onpremise_proxy_http_port="200 03"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port with a trailing newline",
-        info(onpremise_proxy_http_port="20003\n"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port as a float",
-        info(onpremise_proxy_http_port="20003.0"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port in hex",
-        info(onpremise_proxy_http_port="0x4e23"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case(
-        "port with a plus sign",
-        info(onpremise_proxy_http_port="+20003"),
-        (INFO_MAP, "onpremise_proxy_http_port"),
-    ),
-    Case("empty port", info(onpremise_proxy_ldap_port=""), (INFO_MAP, "onpremise_proxy_ldap_port")),
-    Case(
-        "missing port key",
-        info_without("onpremise_socks5_proxy_port"),
-        (INFO_MAP, "onpremise_socks5_proxy_port"),
-    ),
+    Case("missing port key", info_without(SOCKS5_PORT), (INFO_MAP, SOCKS5_PORT)),
     # missing or misplaced objects and keys
     Case(
         "missing key connectivity-proxy-config.yml",
