@@ -140,7 +140,11 @@ class ExecPlugin:
                 start_new_session=not interactive,  # so that a hung one is stopped whole
             )
         except OSError as err:
-            raise UsageError(f"{self.describe()} cannot be started {self.named()}: {err}") from err
+            hint = str(self.spec.get("installHint") or "").strip()  # as kubectl shows it
+            raise UsageError(
+                f"{self.describe()} cannot be started {self.named()}: {err}"
+                + (f"; {hint}" if hint else "")
+            ) from err
         try:
             out, err_text = process.communicate(timeout=self.timeout)
         except BaseException as err:  # a time-out, or a signal ending the run: stop it too

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import copy
 
-from common import cr as crnames
 from common import kyma
 from common.cluster.client import resource_path
+from common.cr import CR_PATH, is_marked
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
 from tests.support import states
@@ -75,7 +75,7 @@ def test_before_the_backup_the_remigration_remedy_works(cluster: Cluster) -> Non
         result.output
     )
     cluster.kube.merge_patch(
-        crnames.CR_PATH,
+        CR_PATH,
         {
             "metadata": {
                 "annotations": {
@@ -112,6 +112,6 @@ def test_after_the_backup_the_cleaner_shows_the_diff_and_cp_restore_force_works(
     assert forced.exit_code == 0, forced.output
     run_ok(cluster, CLEANER)
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
+    assert cr and is_marked(cr, kyma.ANNOTATION_CLEANED)
     assert cr["spec"]["config"]["highAvailabilityMode"] == "off"
     assert cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy") is not None

@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from common import backups as names
-from common import cr as crnames
-from common import kyma
+from common import backups, kyma
 from common.backups import content_digest
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
+from common.cr import CR_PATH, is_marked
 from hack.devenv import legacy
 from hack.devenv.cluster import REPO, Cluster, load_manifests
 from tests.support import admission
@@ -54,7 +53,7 @@ def preserved_copies(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {
         item["metadata"]["name"]: item
         for item in cluster.kube.list(configmap_path(kyma.BACKUP_NAMESPACE))
-        if names.is_preserved(item)
+        if backups.is_preserved(item)
     }
 
 
@@ -70,7 +69,7 @@ def test_an_admission_denial_of_a_write_is_exit_3_naming_the_policy_and_the_reme
 
     def probe() -> None:
         cluster.kube.merge_patch(
-            crnames.CR_PATH,
+            CR_PATH,
             {"metadata": {"annotations": {"probe": "x"}}},
             retry_safe=True,
             dryRun="All",
@@ -90,13 +89,13 @@ def test_an_admission_denial_of_a_write_is_exit_3_naming_the_policy_and_the_reme
         assert cluster.cr() == before  # nothing changed
         # The remedy: change the object as the policy's message asks; the next run goes on.
         cluster.kube.merge_patch(
-            crnames.CR_PATH,
+            CR_PATH,
             {"metadata": {"labels": {admission.FROZEN: None}}},
             retry_safe=True,
         )
         run_ok(cluster, MIGRATOR)
     migrated = cluster.cr()
-    assert migrated and crnames.is_marked(migrated, kyma.ANNOTATION_MIGRATED)
+    assert migrated and is_marked(migrated, kyma.ANNOTATION_MIGRATED)
 
 
 def test_an_rbac_403_stays_exit_1(cluster: Cluster, tmp_path: Path) -> None:
@@ -135,16 +134,16 @@ def test_a_persons_immutable_copy_is_preserved_then_replaced(cluster: Cluster) -
     kept = preserved_copies(cluster)
     for name, copy_ in theirs.items():
         assert copy_ is not None
-        preserved = kept[names.preserved_name(name, copy_)]
+        preserved = kept[backups.preserved_name(name, copy_)]
         assert preserved["data"] == copy_["data"]
         assert preserved.get("immutable") is True
-        assert names.digest_problem(preserved) is None
+        assert backups.digest_problem(preserved) is None
         backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
-        assert backup is not None and names.backup_problem(backup, name) is None
+        assert backup is not None and backups.backup_problem(backup, name) is None
         assert backup["metadata"]["uid"] != copy_["metadata"]["uid"]  # replaced, not updated
         assert backup.get("immutable") is True
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_BACKED_UP)
+    assert cr and is_marked(cr, kyma.ANNOTATION_BACKED_UP)
     again = cluster.run(BACKUP)
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
 
@@ -164,7 +163,7 @@ def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -
         retry_safe=True,
     )
     cluster.kube.merge_patch(
-        crnames.CR_PATH,
+        CR_PATH,
         {
             "metadata": {
                 "annotations": {
@@ -178,11 +177,13 @@ def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -
     run_ok(cluster, MIGRATOR)
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
-    preserved = preserved_copies(cluster)[names.preserved_name("connectivity-proxy-info", earlier)]
+    preserved = preserved_copies(cluster)[
+        backups.preserved_name("connectivity-proxy-info", earlier)
+    ]
     assert preserved["data"] == earlier["data"]  # the earlier migration's data is kept
     backup = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     assert backup is not None and backup["data"]["onpremise_proxy_http_port"] == "20005"
-    assert names.backup_problem(backup, "connectivity-proxy-info") is None
+    assert backups.backup_problem(backup, "connectivity-proxy-info") is None
     # The unchanged one is kept as it is (immutable, verified, same data).
     unchanged = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy")
     assert unchanged is not None and unchanged.get("immutable") is True
@@ -211,7 +212,7 @@ def test_an_immutable_copy_that_cannot_be_deleted_is_exit_3_saying_its_content_i
     with admission.enforced(cluster, policy, probe):
         result = cluster.run(BACKUP, kubeconfig=kubeconfig)
         assert result.exit_code == 3, result.output
-        kept_as = names.preserved_name("connectivity-proxy", theirs)
+        kept_as = backups.preserved_name("connectivity-proxy", theirs)
         assert f"already preserved as {kyma.BACKUP_NAMESPACE}/{kept_as} (verified)" in result.output
         assert "ValidatingAdmissionPolicy 'people-delete-backups'" in result.output
         remedy = f"kubectl delete configmap -n {kyma.BACKUP_NAMESPACE} connectivity-proxy"
@@ -219,12 +220,12 @@ def test_an_immutable_copy_that_cannot_be_deleted_is_exit_3_saying_its_content_i
         kept = cluster.configmap(kyma.BACKUP_NAMESPACE, kept_as)
         assert kept is not None and kept["data"] == theirs["data"]
         cr = cluster.cr()
-        assert cr and not crnames.is_marked(cr, kyma.ANNOTATION_BACKED_UP)
+        assert cr and not is_marked(cr, kyma.ANNOTATION_BACKED_UP)
         # The remedy, as the person (not a ServiceAccount) carries it out.
         cluster.kube.delete(configmap_path(kyma.BACKUP_NAMESPACE, "connectivity-proxy"))
         run_ok(cluster, BACKUP, kubeconfig=kubeconfig)
     backup = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy")
-    assert backup is not None and names.backup_problem(backup, "connectivity-proxy") is None
+    assert backup is not None and backups.backup_problem(backup, "connectivity-proxy") is None
     assert backup["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] == content_digest(
         source
     )
@@ -270,7 +271,7 @@ def test_the_cleaner_deletes_nothing_when_admission_denies_a_delete_and_the_reme
         assert cluster.kube.get(sts) is not None
         assert all(cluster.configmap(KYMA, name) for name in kyma.SOURCES)
         cr = cluster.cr()
-        assert cr and not crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
+        assert cr and not is_marked(cr, kyma.ANNOTATION_CLEANED)
         # The remedy: label them as the policy asks; the next run cleans.
         for item in list(cluster.kube.list(configmap_path(KYMA))):
             if item["metadata"]["name"] == "probe":
@@ -283,7 +284,7 @@ def test_the_cleaner_deletes_nothing_when_admission_denies_a_delete_and_the_reme
         run_ok(cluster, CLEANER)
     assert cluster.kube.get(sts) is None
     cr = cluster.cr()
-    assert cr and crnames.is_marked(cr, kyma.ANNOTATION_CLEANED)
+    assert cr and is_marked(cr, kyma.ANNOTATION_CLEANED)
 
 
 def test_a_dry_run_delete_deletes_nothing(cluster: Cluster) -> None:

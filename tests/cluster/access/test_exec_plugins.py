@@ -218,3 +218,15 @@ def test_a_refused_credential_is_fetched_again_once(cluster: Cluster, tmp_path: 
     assert runs(calls) == 2
     assert "refused the exec plugin's credential (401)" in result.output
     assert "revoked-token" not in result.output
+
+
+def test_a_plugin_that_is_not_installed_is_exit_2_with_its_install_hint(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    hint = "kubelogin is not installed: see https://example.test/kubelogin"
+    kubeconfig, _ = with_plugin(
+        cluster, tmp_path, "emit()\n", command="cp-no-such-login-plugin", installHint=hint
+    )
+    result = chain.run_in_process(chain.STATUS, kubeconfig)
+    assert result.exit_code == 2, result.output
+    assert "cp-no-such-login-plugin" in result.output and hint in result.output

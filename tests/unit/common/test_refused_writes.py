@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from backup import plan as planning
-from common import backups as names
-from common import kyma
+from common import backups, kyma
 from common.cluster.client import Kube
 from common.cluster.kubeconfig import Connection
 from common.cluster.transport import Response
@@ -114,7 +113,7 @@ def test_a_persons_immutable_copy_is_preserved_then_replaced() -> None:
     theirs["metadata"]["uid"] = "uid-theirs"
     plan = planning.plan_backup(_inputs({"connectivity-proxy": theirs}))
     verbs = [(a.verb, a.object.rpartition("/")[2]) for a in plan.writes]
-    kept_as = names.preserved_name("connectivity-proxy", theirs)
+    kept_as = backups.preserved_name("connectivity-proxy", theirs)
     assert verbs[:2] == [(planning.PRESERVE, kept_as), (planning.REPLACE, "connectivity-proxy")]
     replace = plan.writes[1]
     assert replace.after is not None and "uid" not in replace.after["metadata"]
@@ -130,7 +129,7 @@ def test_our_immutable_copy_with_the_sources_data_is_kept() -> None:
     )
     ours["immutable"] = True
     ours["metadata"]["annotations"][kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] = "1"
-    ours["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = names.content_digest(ours)
+    ours["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = backups.content_digest(ours)
     plan = planning.plan_backup(_inputs({"connectivity-proxy": ours}))
     assert [a.verb for a in plan.actions if a.object.endswith("/connectivity-proxy")] == [
         planning.KEEP
