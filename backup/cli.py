@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+
+if TYPE_CHECKING:
+    from common import record
+    from common.kube import Kube
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -20,16 +24,17 @@ def backup_main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body() -> None:
+    def body(kube: Kube) -> record.Outcome:
         from backup.core import Settings, backup
-        from common.cli import connect
+        from common import record
 
-        outcome = backup(connect(options, "backup"), Settings(dry_run=options.dry_run))
+        outcome = backup(kube, Settings(dry_run=options.dry_run))
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        return record.ended(outcome.summary, outcome.attention)
 
-    run("backup", options, body)
+    run("backup", options, body, step="backup")
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -58,16 +63,17 @@ def restore_main(**params: Any) -> None:
     from_preserved = tuple(params.pop("from_preserved"))
     options = options_from(params)
 
-    def body() -> None:
+    def body(kube: Kube) -> record.Outcome:
         from backup.restore import Settings, restore
-        from common.cli import connect
+        from common import record
 
         outcome = restore(
-            connect(options, "restore"),
+            kube,
             Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        return record.done(outcome.summary)
 
-    run("restore", options, body)
+    run("restore", options, body, step="restore")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from backup import plan as planning
 from common import backups as names
 from common import cr as crnames
+from common import reasons
 from common.errors import RetryableError, StaleView
 from common.kube import Kube, resource_path
 from common.logs import fields
@@ -30,6 +31,8 @@ class Outcome:
     summary: str
     diff: str = ""
     changed: bool = False
+    # Done, and yet a person should look: the reason code (common.reasons), else None.
+    attention: str | None = None
 
 
 class StaleBackup(StaleView):
@@ -75,7 +78,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         raise RetryableError(
             f"namespace {names.NAMESPACE} is being deleted (Terminating; finalizers: "
             f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
-            "creates it again"
+            "creates it again",
+            reason=reasons.BACKUP_NAMESPACE_TERMINATING,
         )
     # One LIST of the (small) backup namespace: the backups, and the copies kept of backups
     # another tool made (their names derive from their content, so they are not read by name).
@@ -101,7 +105,10 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     plan = planning.plan_backup(inputs)
     if not plan.writes and not plan.create_namespace and not plan.needs_mark(cr):
         log.info("already backed up and verified; nothing to do", extra=fields(object=CR_NAME))
-        return Outcome(summary=f"nothing to do: {CR_NAME} is already backed up")
+        return Outcome(
+            summary=f"nothing to do: {CR_NAME} is already backed up" + _missing(plan),
+            attention=reasons.BACKUP_INCOMPLETE if plan.missing else None,
+        )
     if crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP):
         log.info(
             "marked backed up, but the backups are not all verified copies of ours; backing up",
@@ -170,7 +177,18 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     if plan.missing:
         message += f"; missing from {names.SOURCE_NAMESPACE}: {', '.join(plan.missing)}"
     crnames.record_event(kube, marked, "BackedUp", message, "cp-backup")
-    return Outcome(summary=message, diff=rendered, changed=True)
+    return Outcome(
+        summary=message,
+        diff=rendered,
+        changed=True,
+        attention=reasons.BACKUP_INCOMPLETE if plan.missing else None,
+    )
+
+
+def _missing(plan: planning.BackupPlan) -> str:
+    if not plan.missing:
+        return ""
+    return f"; missing from {names.SOURCE_NAMESPACE}: {', '.join(plan.missing)}"
 
 
 def _verify(kube: Kube, plan: planning.BackupPlan) -> None:

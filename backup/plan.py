@@ -8,7 +8,7 @@ from typing import Any
 
 from common import backups as names
 from common import cr as crnames
-from common import diff
+from common import diff, reasons
 from common.backups import content_digest
 from common.errors import RefusedError
 
@@ -290,6 +290,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}, so the CR does not hold it; "
             "nothing was changed. " + names.REMIGRATE_REMEDY,
             details=drifted,
+            reason=reasons.CONFIG_CHANGED_AFTER_MIGRATION,
         )
     return BackupPlan(
         create_namespace=not inputs.namespace_exists,
@@ -370,11 +371,16 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         and (problem := restore_problem(backup, name))
     ]
     if corrupt:
-        raise RefusedError("refusing to restore: a backup cannot be trusted", details=corrupt)
+        raise RefusedError(
+            "refusing to restore: a backup cannot be trusted",
+            details=corrupt,
+            reason=reasons.BACKUP_UNTRUSTED,
+        )
     if all(inputs.backups.get(name) is None for name in names.SOURCES):
         raise RefusedError(
             f"there is no backup in namespace {names.NAMESPACE} "
-            f"(looked for {', '.join(names.SOURCES)}); nothing to restore"
+            f"(looked for {', '.join(names.SOURCES)}); nothing to restore",
+            reason=reasons.NO_BACKUP,
         )
     actions: list[Action] = []
     conflicts: list[str] = []
@@ -416,6 +422,7 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         raise RefusedError(
             "refusing to restore: the ConfigMaps below exist and differ from their backups; "
             "nothing was changed. Review the difference and run again with --force to "
-            "overwrite them with the backup\n" + "\n".join(conflicts).rstrip("\n")
+            "overwrite them with the backup\n" + "\n".join(conflicts).rstrip("\n"),
+            reason=reasons.RESTORE_CONFLICT,
         )
     return actions

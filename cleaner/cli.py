@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+
+if TYPE_CHECKING:
+    from common import record
+    from common.kube import Kube
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -21,17 +25,18 @@ def main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body() -> None:
+    def body(kube: Kube) -> record.Outcome:
         from cleaner.core import Settings, clean
-        from common.cli import connect
+        from common import record
 
-        outcome = clean(connect(options, "cleaner"), Settings(dry_run=options.dry_run))
+        outcome = clean(kube, Settings(dry_run=options.dry_run))
         if outcome.report:
             click.echo(outcome.report, nl=False)
         click.echo(outcome.summary)
         if outcome.refusal is not None:
             raise outcome.refusal
+        return record.done(outcome.summary)
 
     from cleaner.progress import start
 
-    run("cleaner", options, body, progress=start)
+    run("cleaner", options, body, progress=start, step="cleaner")

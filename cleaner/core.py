@@ -22,6 +22,7 @@ from typing import Any
 from cleaner import access, observe, progress
 from cleaner import plan as planning
 from common import cr as crnames
+from common import reasons
 from common.cli import STEP_TODO
 from common.errors import ApiError, CpError, RefusedError, RetryableError
 from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
@@ -86,7 +87,7 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
         return Outcome(summary=f"nothing to do: {skip}")
     refusal = planning.refusal_before_backup(cr)
     if refusal:
-        raise RefusedError(refusal)
+        raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
     if not settings.dry_run:
         # Until the phases start (after observing), what a signal leaves undone is all of it.
         progress.ledger().fulfil(STEP_TODO)
@@ -143,11 +144,15 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
     refusal: CpError | None = None
     if plan.waits:
         refusal = RetryableError(
-            f"not cleaning {CR_NAME} yet: nothing was deleted", details=plan.waits + plan.refusals
+            f"not cleaning {CR_NAME} yet: nothing was deleted",
+            details=plan.waits + plan.refusals,
+            reason=reasons.CLEANUP_WAITING,
         )
     elif plan.refusals:
         refusal = RefusedError(
-            f"refusing to clean {CR_NAME}: nothing was deleted", details=plan.refusals
+            f"refusing to clean {CR_NAME}: nothing was deleted",
+            details=plan.refusals,
+            reason=reasons.CLEANUP_REFUSED,
         )
 
     if settings.dry_run:
@@ -212,6 +217,7 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
             f"missing permission for {len(verdict.denied)} planned write(s); nothing was "
             "changed. Grant them (see deploy/rbac.yaml), then run again",
             details=[str(write) for write in verdict.denied],
+            reason=reasons.FORBIDDEN,
         )
 
 
@@ -353,6 +359,6 @@ def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:
             return current
         refusal = planning.refusal_before_backup(current)
         if refusal:
-            raise RefusedError(refusal)
+            raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
         cr = current
     raise AssertionError("unreachable")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, legacy
+from common import backups, legacy, reasons
 from common import cr as crnames
 from common.errors import RefusedError
 
@@ -243,7 +243,8 @@ def not_migrated(cr: Mapping[str, Any], statefulset: Mapping[str, Any] | None) -
         raise RefusedError(
             f"{legacy.describe(statefulset)}, but ConnectivityProxy {cr_name} is not migrated "
             f"(no {crnames.ANNOTATION_MIGRATED}); nothing was deleted. Run cp-migrator and "
-            f"cp-backup first: {backups.RESTART_CHAIN}"
+            f"cp-backup first: {backups.RESTART_CHAIN}",
+            reason=reasons.NOT_MIGRATED,
         )
     return f"{cr_name} is not migrated and no legacy installation runs; nothing to clean"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
 from common.errors import RetryableError
+
+if TYPE_CHECKING:
+    from common.kube import Kube
 
 # cp-status only reads.
 STATUS_EXIT_CODES = """\b
@@ -39,13 +42,12 @@ def main(**params: Any) -> None:
     output = params.pop("output")
     options = options_from(params)
 
-    def body() -> None:
+    def body(kube: Kube) -> None:
         import json
 
         from cleaner.status import gather, readable, render_table
-        from common.cli import connect
 
-        status = gather(connect(options, "status"))
+        status = gather(kube)
         if output == "json":
             click.echo(json.dumps(status, indent=2))
         else:

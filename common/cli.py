@@ -20,6 +20,7 @@ from common.errors import EXIT_OK, EXIT_RETRY, CpError
 
 if TYPE_CHECKING:
     from common.kube import Kube
+    from common.record import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -213,17 +214,22 @@ def _on_signal(signum: int, _frame: Any) -> None:
 def run(
     tool: str,
     options: Options,
-    body: Callable[[], int | None],
+    body: Callable[[Kube], Outcome | None],
     progress: Callable[[TextIO | None], Progress] | None = None,
     remains: str = STEP_TODO,
+    *,
+    step: str | None = None,
 ) -> NoReturn:
-    """Run a tool's core and turn its outcome into the exit code, in this one place.
+    """Connect, run a tool's core and turn its outcome into the exit code, in this one place.
     `progress(terminal)` starts the step's progress once logging is set up (`terminal` is
-    stderr on a terminal, else None); `remains` is what an interrupted run leaves undone."""
+    stderr on a terminal, else None); `remains` is what an interrupted run leaves undone.
+    `body` returns how the run ended (common.record.Outcome; None: done). A step's run ends
+    with its record (`step`: the name the record gives it; common.record.step_end): the
+    termination message, the record on the CR, a Warning Event."""
     import signal
     import threading
 
-    from common import logs, redact
+    from common import logs, record, redact
     from common.kube import STOPPING
 
     # Each run starts afresh, as a process of its own does (tests run many in one).
@@ -234,29 +240,52 @@ def run(
     ledger = progress(terminal) if progress else None
     log = logging.getLogger(tool)
     previous = {}
-    if threading.current_thread() is threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
         previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    kube: Kube | None = None
     try:
-        code = body() or EXIT_OK
+        kube = connect(options, tool)
+        if step is not None:
+            from common import cr
+
+            kube.keep(cr.CR_PATH)  # the record compares with the CR as the step saw it last
+        outcome = body(kube) or record.done(f"{tool} finished")
+        code = EXIT_OK
     except CpError as err:
         log.error(str(err))
         code = err.exit_code
+        outcome = record.of_error(err)
     except (Interrupted, KeyboardInterrupt) as err:
         name = str(err) if isinstance(err, Interrupted) else "SIGINT"
         done = ledger.summary() if ledger else f"done: {NOTHING_CONFIRMED}. Remains: {remains}"
         # The kubelet (or the person) runs the step again; it continues from the cluster's state.
-        log.error(
+        line = (
             f"interrupted by {name}; the request in flight was finished or abandoned, "
-            f"nothing is half written. {done}. Exit 1: a rerun continues",
-            extra=logs.fields(signal=name),
+            f"nothing is half written. {done}. Exit 1: a rerun continues"
         )
+        log.error(line, extra=logs.fields(signal=name))
         code = EXIT_RETRY
+        outcome = record.interrupted(line)
     except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
         log.exception("unexpected failure: %s", err)
         code = EXIT_RETRY
+        outcome = record.of_error(err)
     finally:
         if ledger:
             ledger.clear_bar()
+    try:
+        if main_thread:
+            # A signal now only stops retries: the step's end is one request or two.
+            for number in previous:
+                signal.signal(number, lambda _signum, _frame: STOPPING.set())
+        if step is not None:
+            record.step_end(kube, step, outcome, f"cp-{tool}", dry_run=options.dry_run)
+        else:
+            record.termination_message(outcome)
+    except Exception as err:  # best effort: the exit code stands
+        log.warning("the end of the run could not be recorded: %s", err)
+    finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     sys.exit(code)

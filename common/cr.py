@@ -25,6 +25,20 @@ ANNOTATION_CLEANED = f"{GROUP}/cleaned"
 ANNOTATION_CLEANED_OLD = f"{GROUP}/cleaned-up"  # an earlier spelling; counts as done
 # Set by the migrator when legacy ConfigMaps remain without a legacy installation.
 ANNOTATION_ORPHANED = f"{GROUP}/orphaned-legacy-config"
+# The record of where the chain stands and why (common.record, README "Fleet view"): one
+# annotation per field, so that kube-state-metrics reads each with one path.
+ANNOTATION_STEP = f"{GROUP}/migration-step"
+ANNOTATION_RESULT = f"{GROUP}/migration-result"
+ANNOTATION_REASON = f"{GROUP}/migration-reason"
+ANNOTATION_MESSAGE = f"{GROUP}/migration-message"
+ANNOTATION_SINCE = f"{GROUP}/migration-since"
+RECORD_ANNOTATIONS = (
+    ANNOTATION_STEP,
+    ANNOTATION_RESULT,
+    ANNOTATION_REASON,
+    ANNOTATION_MESSAGE,
+    ANNOTATION_SINCE,
+)
 MIGRATE_ORPHANED_HINT = (
     "cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) migrates it on purpose"
 )
@@ -68,14 +82,13 @@ def mark(kube: Kube, cr: dict[str, Any], values: Mapping[str, str | None]) -> di
     return kube.merge_patch(CR_PATH, patch, retry_safe=True)
 
 
-def record_event(
-    kube: Kube, obj: dict[str, Any], reason: str, message: str, component: str
-) -> None:
-    """A Normal Event on `obj`; best effort: a failure is logged, never raised."""
+def event_body(
+    obj: dict[str, Any], reason: str, message: str, component: str, *, kind: str, now: str
+) -> dict[str, Any]:
+    """A core v1 Event about `obj` (count 1), as kubectl describe lists it."""
     meta = obj["metadata"]
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     namespace = meta.get("namespace") or "default"
-    event = {
+    return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
@@ -89,7 +102,7 @@ def record_event(
         },
         "reason": reason,
         "message": message,
-        "type": "Normal",
+        "type": kind,
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
@@ -97,6 +110,15 @@ def record_event(
         "lastTimestamp": now,
         "count": 1,
     }
+
+
+def record_event(
+    kube: Kube, obj: dict[str, Any], reason: str, message: str, component: str
+) -> None:
+    """A Normal Event on `obj`; best effort: a failure is logged, never raised."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = event_body(obj, reason, message, component, kind="Normal", now=now)
+    namespace = event["metadata"]["namespace"]
     try:
         kube.request("POST", resource_path("", "v1", "events", namespace), body=event)
     except Exception as err:  # best effort means best effort: never fail the run over it

@@ -103,6 +103,28 @@ class Kube:
         self.request_timeout = request_timeout or _seconds("CP_REQUEST_TIMEOUT", 15)
         self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
+        # Paths whose latest object (as read or written) the client keeps: kept(path).
+        self._kept: dict[str, dict[str, Any] | None] = {}
+        self._keeping: set[str] = set()
+
+    def keep(self, path: str) -> None:
+        """From now on, remember the object at `path` as every answer about it shows it: a
+        GET (a 404 as None), a write's answer; not a dry run's, nor a DELETE's."""
+        self._keeping.add(path)
+
+    def kept(self, path: str) -> tuple[bool, dict[str, Any] | None]:
+        """(seen, the object as last seen; None when it did not exist)."""
+        return path in self._kept, self._kept.get(path)
+
+    def _remember(
+        self, method: str, path: str, query: Mapping[str, str | int] | None, answer: Any
+    ) -> None:
+        if path not in self._keeping or method == "DELETE" or (query and "dryRun" in query):
+            return
+        if answer is None or (
+            isinstance(answer, dict) and isinstance(answer.get("metadata"), dict)
+        ):
+            self._kept[path] = answer
 
     def request(
         self,
@@ -164,7 +186,10 @@ class Kube:
                 STOPPING.wait(delay)
                 continue
             if response.status < 400:
-                return json.loads(response.data) if response.data else {}
+                answer = json.loads(response.data) if response.data else {}
+                if self._keeping:
+                    self._remember(method, path, query, answer)
+                return answer
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = next_delay(attempt, response.headers.get("retry-after"))
@@ -180,6 +205,8 @@ class Kube:
             return self.request("GET", path, accept=accept)
         except ApiError as err:
             if err.status == 404:
+                if self._keeping:
+                    self._remember("GET", path, None, None)
                 return None
             raise
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
+
+if TYPE_CHECKING:
+    from common import record
+    from common.kube import Kube
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -35,12 +39,12 @@ def main(**params: Any) -> None:
     migrate_orphaned = params.pop("migrate_orphaned")
     options = options_from(params)
 
-    def body() -> None:
-        from common.cli import connect
+    def body(kube: Kube) -> record.Outcome:
+        from common import record
         from migrator.core import Settings, migrate
 
         outcome = migrate(
-            connect(options, "migrator"),
+            kube,
             Settings(
                 dry_run=options.dry_run,
                 service_key_secret=service_key_secret,
@@ -50,5 +54,6 @@ def main(**params: Any) -> None:
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        return record.ended(outcome.summary, outcome.attention)
 
-    run("migrator", options, body)
+    run("migrator", options, body, step="migrator")

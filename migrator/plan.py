@@ -7,11 +7,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, legacy
+from common import backups, legacy, reasons
 from common import cr as crnames
 from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
-from migrator.config_yaml import FieldPath, parse_yaml_config
+from migrator.config_yaml import FieldPath, InvalidConfiguration, parse_yaml_config
 
 CONFIG_KEY = "connectivity-proxy-config.yml"
 CONFIG_NAME = "connectivity-proxy"
@@ -176,7 +176,8 @@ def choose_source(inputs: Inputs) -> Source:
                 f"legacy ConfigMaps are gone, and the configuration survives only in ConfigMap "
                 f"{where}, which cannot be verified: {problem}. If its content is what you "
                 f"want, mark it as a copy made by hand: kubectl label configmap -n "
-                f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it"
+                f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it",
+                reason=reasons.UNVERIFIED_BACKUP,
             )
         usable[name] = backup
     if CONFIG_NAME in usable:
@@ -221,7 +222,8 @@ def _from_legacy(inputs: Inputs) -> Source:
             "complete configuration to migrate; nothing was changed. The Kyma reconciler "
             "installs it again on its next reconciliation, and a later run migrates it then. If "
             "the legacy installation is gone for good, delete its StatefulSet "
-            f"({legacy.STATEFULSET_REF}); then there is nothing to migrate"
+            f"({legacy.STATEFULSET_REF}); then there is nothing to migrate",
+            reason=reasons.LEGACY_CONFIG_MISSING,
         )
     reason = running + (f"; from the backup: {', '.join(taken)}" if taken else "")
     return Source(FROM_LEGACY, reason, found[CONFIG_NAME], found[INFO_NAME])
@@ -234,16 +236,18 @@ def user_config(
     naming what is wrong; and the fields whose YAML value is taken as its text."""
     where = ref_of(config_map, CONFIG_MAP)
     if config_map is None:
-        raise RefusedError(f"ConfigMap {where} is missing: there is no configuration to migrate")
+        raise InvalidConfiguration(
+            f"ConfigMap {where} is missing: there is no configuration to migrate"
+        )
     data = config_map.get("data") or {}
     if CONFIG_KEY not in data:
         if CONFIG_KEY in (config_map.get("binaryData") or {}):
-            raise RefusedError(
+            raise InvalidConfiguration(
                 f"ConfigMap {where}: key {CONFIG_KEY} is under binaryData; "
                 "the legacy component reads it from data"
             )
         keys = ", ".join(sorted(data)) or "none"
-        raise RefusedError(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
+        raise InvalidConfiguration(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
     config_schema = ((spec_schema or {}).get("properties") or {}).get("config")
     return parse_yaml_config(
         data[CONFIG_KEY],
@@ -275,7 +279,9 @@ def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
     """The three on-premise proxy ports, each a decimal integer from 1 to 65535."""
     where = ref_of(info_map, INFO_MAP)
     if info_map is None:
-        raise RefusedError(f"ConfigMap {where} is missing: the proxy ports cannot be migrated")
+        raise InvalidConfiguration(
+            f"ConfigMap {where} is missing: the proxy ports cannot be migrated"
+        )
     data = info_map.get("data") or {}
     found: dict[str, int] = {}
     problems: list[str] = []
@@ -288,7 +294,7 @@ def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
         else:
             found[key] = int(raw)
     if problems:
-        raise RefusedError(f"ConfigMap {where}: invalid ports", details=problems)
+        raise InvalidConfiguration(f"ConfigMap {where}: invalid ports", details=problems)
     return found
 
 
@@ -307,7 +313,7 @@ def tenant_mode(cr: dict[str, Any], config: dict[str, Any], where: str = CONFIG_
     spec_config = ((cr.get("spec") or {}).get("config")) or {}
     mode = config.get("tenantMode", spec_config.get("tenantMode", "dedicated"))
     if mode not in TENANT_MODES:
-        raise RefusedError(
+        raise InvalidConfiguration(
             f"ConfigMap {where} key {CONFIG_KEY}: tenantMode {mode!r} is unknown "
             f"(expected one of {', '.join(TENANT_MODES)})"
         )
@@ -341,6 +347,7 @@ def _secret_name(inputs: Inputs) -> str:
             "create the Secret with the Connectivity service key, or name the one the cluster "
             "has with --service-key-secret (CP_SERVICE_KEY_SECRET); the next run picks it up"
         ],
+        reason=reasons.SHARED_MODE_SECRET_MISSING,
     )
 
 

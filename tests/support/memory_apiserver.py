@@ -144,7 +144,7 @@ class MemoryApiserver:
                 method, unquote(parts.path), query, body, headers.get("Accept", "")
             )
         except ApiError as err:
-            data = {"reason": err.reason, "message": err.api_message}
+            data = {"reason": err.status_reason, "message": err.api_message}
             return Response(err.status, {}, json.dumps(data).encode())
         return Response(200, {}, json.dumps(answer).encode())
 
