@@ -12,7 +12,7 @@ from typing import Any
 
 from cleaner import observe
 from cleaner import plan as planning
-from common import backups
+from common import backups, record
 from common import cr as crnames
 from common.errors import ApiError
 from common.kube import METADATA_ONLY, Kube, resource_path
@@ -66,6 +66,10 @@ def gather(kube: Kube) -> dict[str, Any]:
     orphaned = annotations.get(crnames.ANNOTATION_ORPHANED)
     if orphaned:
         cr_part["orphanedLegacyConfig"] = orphaned
+    if cr_part.get("exists"):
+        # The chain's record (README "Fleet view"); None before any step has left one.
+        found = record.Record.of(annotations)
+        cr_part["record"] = found.as_dict() if found else None
     return {
         "legacy": legacy,
         "crd": {"name": crnames.CRD_NAME, **crd.result()},
@@ -240,6 +244,15 @@ def _exists(part: dict[str, Any]) -> str:
     return "exists, being deleted (Terminating)" if part.get("beingDeleted") else "exists"
 
 
+def _record_row(found: dict[str, str] | None) -> str:
+    if not found:
+        return "none yet (no step has run on this CR)"
+    return (
+        f"{found['result']} ({found['reason']}) after {found['step']}, since "
+        f"{found['since'] or '-'}: {found['message']}"
+    )
+
+
 def render_table(status: dict[str, Any]) -> str:
     legacy, crd, cr = status["legacy"], status["crd"], status["cr"]
     backup, mappings, operator = status["backup"], status["serviceMappings"], status["operator"]
@@ -274,6 +287,8 @@ def render_table(status: dict[str, Any]) -> str:
         else:
             state = "absent"
     rows.append((f"CR {cr['name']}", state))
+    if cr.get("exists") and "error" not in cr:
+        rows.append(("migration record", _record_row(cr.get("record"))))
 
     state = _error(backup)
     if state is None:

@@ -23,7 +23,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from common import cr as crnames
 from common import reasons, redact
@@ -175,6 +174,11 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(stamp: str) -> float:
+    """Unix seconds of an RFC 3339 time (`since`), as kube-state-metrics reads it."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) -> bool:
     """Leave the record on the CR as this run last saw it; True when a request was made.
     Best effort: every way it is not written is logged, and nothing is raised."""
@@ -309,8 +313,3 @@ def step_end(
     wrote = write(kube, step, outcome)
     if outcome.result == BLOCKED or (outcome.result == ATTENTION and wrote):
         warn(kube, step, outcome, component)
-
-
-def kept_object(kube: Kube) -> dict[str, Any] | None:
-    """The CR as this run last saw it (None: not seen, or absent)."""
-    return kube.kept(crnames.CR_PATH)[1]

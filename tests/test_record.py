@@ -23,7 +23,7 @@ BLOCKED = record.Outcome(record.BLOCKED, reasons.SHARED_MODE_SECRET_MISSING, "no
 DONE = record.done("migrated")
 
 
-def annotations(step: str, outcome: record.Outcome, since: str = T0) -> dict[str, str]:
+def record_of(step: str, outcome: record.Outcome, since: str = T0) -> dict[str, str]:
     found = record.changes({}, step, outcome, since)
     assert found is not None
     return found
@@ -40,7 +40,7 @@ def test_a_first_record_has_every_field_and_since_now() -> None:
 
 
 def test_nothing_changed_writes_nothing_and_since_stays() -> None:
-    now = annotations("migrator", BLOCKED)
+    now = record_of("migrator", BLOCKED)
     assert record.changes(now, "migrator", BLOCKED, T1) is None
     # Another message, same cause: only the message, since stays.
     other = record.Outcome(BLOCKED.result, BLOCKED.reason, "still no Secret")
@@ -50,13 +50,13 @@ def test_nothing_changed_writes_nothing_and_since_stays() -> None:
 
 
 def test_a_finished_chain_run_again_writes_nothing() -> None:
-    finished = annotations("cleaner", DONE)
+    finished = record_of("cleaner", DONE)
     for step in record.CHAIN:
         assert record.changes(finished, step, record.done("nothing to do"), T1) is None
 
 
 def test_done_of_an_earlier_step_does_not_hide_a_later_steps_record() -> None:
-    blocked = annotations(
+    blocked = record_of(
         "backup", record.Outcome("blocked", reasons.CONFIG_CHANGED_AFTER_MIGRATION, "drift")
     )
     assert record.changes(blocked, "migrator", record.done("nothing to do"), T1) is None
@@ -66,9 +66,7 @@ def test_done_of_an_earlier_step_does_not_hide_a_later_steps_record() -> None:
 
 
 def test_attention_stays_until_its_own_step_clears_it() -> None:
-    orphaned = annotations(
-        "migrator", record.attention(reasons.ORPHANED_LEGACY_CONFIG, "left alone")
-    )
+    orphaned = record_of("migrator", record.attention(reasons.ORPHANED_LEGACY_CONFIG, "left alone"))
     for step in ("backup", "cleaner"):
         assert record.changes(orphaned, step, record.done("nothing to do"), T1) is None
     assert (
@@ -82,7 +80,7 @@ def test_attention_stays_until_its_own_step_clears_it() -> None:
 
 
 def test_since_stays_while_result_and_reason_stay_though_the_step_moves() -> None:
-    waiting = annotations("migrator", record.Outcome("waiting", reasons.FORBIDDEN, "403"))
+    waiting = record_of("migrator", record.Outcome("waiting", reasons.FORBIDDEN, "403"))
     moved = record.changes(
         waiting, "backup", record.Outcome("waiting", reasons.FORBIDDEN, "403 again"), T1
     )

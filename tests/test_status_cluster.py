@@ -67,6 +67,7 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
         "migrated": False,
         "backedUp": False,
         "cleaned": False,
+        "record": None,
     }
     assert before["backup"]["present"] is False
     assert before["serviceMappings"]["total"] == 2
@@ -81,6 +82,9 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
     assert during["cr"]["migrated"] is True
     assert during["cr"]["backedUp"] is True
     assert during["cr"]["cleaned"] is False
+    assert during["cr"]["record"]["step"] == "backup"
+    assert during["cr"]["record"]["result"] == "done"
+    assert during["cr"]["record"]["reason"] == "Completed"
     assert during["backup"]["present"] is True
     assert during["backup"]["verified"] is True
     assert [item["live"] for item in during["backup"]["items"]] == ["the backup holds its data"] * 2
@@ -96,6 +100,8 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
         "kindsNotServed": [],
     }
     assert after["cr"]["cleaned"] is True
+    assert after["cr"]["record"]["step"] == "cleaner"
+    assert after["cr"]["record"]["result"] == "done"
     assert after["backup"]["verified"] is True
     assert [item["live"] for item in after["backup"]["items"]] == ["gone", "gone"]
     mappings = after["serviceMappings"]

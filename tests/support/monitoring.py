@@ -144,9 +144,9 @@ class KubeStateMetrics:
             and all(sample.labels.get(k) == v for k, v in labels.items())
         ]
 
-    def wait_for(self, name: str, timeout: float = 20, **labels: str) -> list[Sample]:
+    def wait_for(self, name: str, **labels: str) -> list[Sample]:
         """The series once kube-state-metrics' watch has caught up (it is asynchronous)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + 20
         while True:
             found = self.series(name, **labels)
             if found or time.monotonic() > deadline:
