@@ -4,8 +4,6 @@ failure to write it changes nothing else (README "Fleet view")."""
 
 from __future__ import annotations
 
-import copy
-
 from common import cr as crnames
 from common import reasons, record
 from common.kube import resource_path
@@ -51,12 +49,13 @@ def test_the_record_costs_one_request_per_run_and_none_when_unchanged(cluster: C
 
 
 def _blocked_install(cluster: Cluster) -> None:
+    """The legacy configuration in shared tenant mode, its service-key Secret missing."""
     chain.fresh_install(cluster)
-    config = cluster.configmap(crnames.NAMESPACE, "connectivity-proxy")
-    assert config is not None
-    changed = copy.deepcopy(config)
-    changed["data"]["connectivity-proxy-config.yml"] = shared_mode_config()
-    cluster.apply([changed])
+    cluster.kube.merge_patch(
+        resource_path("", "v1", "configmaps", crnames.NAMESPACE, "connectivity-proxy"),
+        {"data": {"connectivity-proxy-config.yml": shared_mode_config()}},
+        retry_safe=True,
+    )
 
 
 def test_a_blocked_step_is_one_warning_event_counting_its_repeats(cluster: Cluster) -> None:

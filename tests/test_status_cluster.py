@@ -130,12 +130,13 @@ def test_the_table_is_readable(cluster: Cluster) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["WHAT", "STATE"]
-    table = dict(line.split("  ", 1) for line in lines[1:7])
+    table = dict(line.split("  ", 1) for line in lines[1:8])
     assert table["legacy installation"].strip().startswith("present: ")
     assert "module-owned" in table["legacy installation"]
     assert table["CR kyma-system/connectivity-proxy"].strip() == (
         "exists, state -; migrated no, backed-up no, cleaned no"
     )
+    assert table["migration record"].strip() == "none yet (no step has run on this CR)"
     assert table["backup connectivity-proxy-backup"].strip() == "absent"
     assert table["operator Deployment kyma-system/connectivity-proxy-operator"].strip() == "absent"
     assert "remaining legacy objects:" in result.stdout
