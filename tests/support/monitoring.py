@@ -44,7 +44,7 @@ def tool(name: str) -> Path:
         ["bash", str(BUILD_SCRIPT), "--where", name], capture_output=True, text=True, check=False
     )
     if found.returncode != 0:
-        _missing(f"{name} is not built ({found.stderr.strip()})")
+        _missing(found.stderr.strip() or f"{name} is not built")
     return Path(found.stdout.strip().splitlines()[-1])
 
 
@@ -136,19 +136,20 @@ class KubeStateMetrics:
         with urllib.request.urlopen(url, timeout=5) as answer:
             return parse(answer.read().decode())
 
-    def series(self, name: str, **labels: str) -> list[Sample]:
+    def series(self, metric: str, /, **labels: str) -> list[Sample]:
+        """The samples of `{PREFIX}_{metric}` that carry these labels."""
         return [
             sample
             for sample in self.metrics()
-            if sample.name == f"{PREFIX}_{name}"
+            if sample.name == f"{PREFIX}_{metric}"
             and all(sample.labels.get(k) == v for k, v in labels.items())
         ]
 
-    def wait_for(self, name: str, **labels: str) -> list[Sample]:
+    def wait_for(self, metric: str, /, **labels: str) -> list[Sample]:
         """The series once kube-state-metrics' watch has caught up (it is asynchronous)."""
         deadline = time.monotonic() + 20
         while True:
-            found = self.series(name, **labels)
+            found = self.series(metric, **labels)
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
