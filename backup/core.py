@@ -10,8 +10,8 @@ from backup import plan as planning
 from common import backups as names
 from common import cr as crnames
 from common import reasons
+from common.cluster.client import Kube, resource_path
 from common.errors import RetryableError, StaleView
-from common.kube import Kube, resource_path
 from common.logs import fields
 from common.retry import replan_on_conflict
 

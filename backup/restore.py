@@ -9,8 +9,8 @@ from backup import plan as planning
 from backup.core import Outcome, configmap_path
 from common import backups as names
 from common.backups import content_digest
+from common.cluster.client import Kube
 from common.errors import RefusedError, RetryableError
-from common.kube import Kube
 from common.logs import fields
 from common.retry import replan_on_conflict
 

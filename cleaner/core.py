@@ -24,8 +24,8 @@ from cleaner import plan as planning
 from common import cr as crnames
 from common import reasons
 from common.cli import STEP_TODO
+from common.cluster.client import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError, CpError, RefusedError, RetryableError
-from common.kube import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
 log = logging.getLogger("cleaner")

@@ -12,8 +12,8 @@ from cleaner import access
 from cleaner import plan as planning
 from common import backups, legacy
 from common.backups import content_digest
+from common.cluster.client import METADATA_LIST, METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError
-from common.kube import METADATA_LIST, METADATA_ONLY, Kube, resource_path
 
 log = logging.getLogger("cleaner")
 

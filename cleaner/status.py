@@ -14,8 +14,8 @@ from cleaner import observe
 from cleaner import plan as planning
 from common import backups, record
 from common import cr as crnames
+from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError
-from common.kube import METADATA_ONLY, Kube, resource_path
 
 OPERATOR_NAMESPACE = "kyma-system"
 OPERATOR_DEPLOYMENT = "connectivity-proxy-operator"

@@ -10,7 +10,7 @@ from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
 from common.errors import RetryableError
 
 if TYPE_CHECKING:
-    from common.kube import Kube
+    from common.cluster.client import Kube
 
 # cp-status only reads.
 STATUS_EXIT_CODES = """\b

@@ -19,7 +19,7 @@ import click
 from common.errors import EXIT_OK, EXIT_RETRY, CpError
 
 if TYPE_CHECKING:
-    from common.kube import Kube
+    from common.cluster.client import Kube
     from common.record import Outcome
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -173,8 +173,8 @@ def options_from(params: dict[str, Any]) -> Options:
 
 def connect(options: Options, tool: str) -> Kube:
     """The client for the configured cluster; logs where it goes before the first request."""
-    from common.kube import Kube
-    from common.kubeconfig import resolve
+    from common.cluster.client import Kube
+    from common.cluster.kubeconfig import resolve
 
     connection = resolve(options.kubeconfig, options.context)
     logging.getLogger(tool).info("cluster: %s", connection.describe())
@@ -197,7 +197,7 @@ class Interrupted(BaseException):
 def _on_signal(signum: int, _frame: Any) -> None:
     import signal
 
-    from common.kube import STOPPING
+    from common.cluster.client import STOPPING
 
     STOPPING.set()  # no request is tried again; requests in other threads end their waits
 
@@ -230,7 +230,7 @@ def run(
     import threading
 
     from common import logs, record, redact
-    from common.kube import STOPPING
+    from common.cluster.client import STOPPING
 
     # Each run starts afresh, as a process of its own does (tests run many in one).
     redact.forget_all()

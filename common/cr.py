@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from common.kube import METADATA_ONLY, Kube, resource_path
+from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
 log = logging.getLogger("cr")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from common import cr as crnames
 from common import reasons, redact
+from common.cluster.client import Kube, resource_path
 from common.errors import EXIT_REFUSED, EXIT_USAGE, ApiError, ConnectionFailed, CpError
-from common.kube import Kube, resource_path
 from common.logs import fields
 
 log = logging.getLogger("record")

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster
 from tests.support.controlplane import ControlPlane, binaries_dir

@@ -36,9 +36,9 @@ def import_everything() -> None:
 
 
 def one_failing_request() -> None:
+    from common.cluster.client import Kube
+    from common.cluster.kubeconfig import resolve
     from common.errors import CpError
-    from common.kube import Kube
-    from common.kubeconfig import resolve
 
     config = {
         "apiVersion": "v1",

@@ -10,7 +10,7 @@ from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_o
 
 if TYPE_CHECKING:
     from common import record
-    from common.kube import Kube
+    from common.cluster.client import Kube
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)

@@ -10,8 +10,8 @@ from typing import Any
 
 from common import backups, diff, legacy, reasons
 from common import cr as crnames
+from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError, RefusedError, RetryableError
-from common.kube import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 from common.retry import replan_on_conflict
 from migrator import plan as planning

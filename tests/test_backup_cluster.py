@@ -14,7 +14,7 @@ from backup.plan import LAST_APPLIED, content_of
 from common import backups as names
 from common import cr as crnames
 from common.backups import content_digest
-from common.kube import Kube, resource_path
+from common.cluster.client import Kube, resource_path
 from tests.support import legacy
 from tests.support.cluster import Cluster
 

@@ -13,7 +13,7 @@ from cleaner import observe
 from cleaner import plan as planning
 from common import backups
 from common.backups import content_digest
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import legacy
 from tests.support.cleaning import (
     THIRD_PARTY,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
 from tests.support import chain
 from tests.support.cluster import Cluster
 from tests.support.connectproxy import ConnectProxy
@@ -292,7 +292,7 @@ def test_a_clusters_proxy_url_applies_whatever_no_proxy_says(
 
 
 def test_an_auth_provider_token_reaches_the_authorization_header(tmp_path: Path) -> None:
-    from common.kube import ApiClientTransport
+    from common.cluster.transport import ApiClientTransport
 
     def b64(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")

@@ -19,7 +19,7 @@ import pytest
 from common import backups
 from common import cr as crnames
 from common.cli import package_version
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, REPO, Cluster, load_manifests
 from tests.support.images import (
@@ -144,7 +144,7 @@ def test_runtime_carries_no_pip_or_build_tools_and_bytecode_for_what_runs(images
     script = (
         "import importlib.util as u, sys\n"
         "bad = [m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)]\n"
-        "import common.cli, common.kube, migrator.core, backup.core, cleaner.core\n"
+        "import common.cli, common.cluster.client, migrator.core, backup.core, cleaner.core\n"
         "import kubernetes.client, kubernetes.config, json, ssl\n"
         "files = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', '')]\n"
         "import os\n"

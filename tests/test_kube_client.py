@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
+from common.cluster.client import Kube
+from common.cluster.kubeconfig import Connection
+from common.cluster.transport import Response
 from common.errors import ApiError, ConnectionFailed
-from common.kube import Kube, Response
-from common.kubeconfig import Connection
 
 Step = Callable[[], Response]
 
@@ -126,7 +127,7 @@ def test_list_follows_continue_tokens() -> None:
 
 
 def test_a_certificate_that_does_not_verify_ends_at_once_naming_the_cause() -> None:
-    from common.kube import TlsVerifyFailed
+    from common.cluster.transport import TlsVerifyFailed
 
     transport = ScriptedTransport(TlsVerifyFailed("CERTIFICATE_VERIFY_FAILED"), ok())
     with pytest.raises(ConnectionFailed, match="does not verify") as caught:

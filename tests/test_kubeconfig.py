@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from common.cluster.kubeconfig import Connection, read_token_file, resolve
 from common.errors import UsageError
-from common.kubeconfig import Connection, read_token_file, resolve
 
 
 def configured(connection: Connection) -> Any:
@@ -73,7 +73,7 @@ def test_in_cluster_comes_after_home_as_in_kubectl(
     account.mkdir()
     (account / "token").write_text("pod-token\n")
     (account / "ca.crt").write_text("ca")
-    monkeypatch.setattr("common.kubeconfig.SERVICE_ACCOUNT_DIR", account)
+    monkeypatch.setattr("common.cluster.kubeconfig.SERVICE_ACCOUNT_DIR", account)
     home = tmp_path / "home"
     env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     connection = resolve(None, None, env, home=home)
@@ -94,7 +94,7 @@ def test_in_cluster_ipv6_service_host_is_bracketed(
 ) -> None:
     (tmp_path / "token").write_text("t")
     (tmp_path / "ca.crt").write_text("ca")
-    monkeypatch.setattr("common.kubeconfig.SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.setattr("common.cluster.kubeconfig.SERVICE_ACCOUNT_DIR", tmp_path)
     env = {"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}
     assert resolve(None, None, env, home=tmp_path).server == "https://[fd00::1]:443"
 

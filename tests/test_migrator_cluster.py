@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster, load_manifests
 

@@ -23,8 +23,8 @@ import pytest
 
 from common import backups
 from common import cr as crnames
+from common.cluster.client import resource_path
 from common.errors import ApiError
-from common.kube import resource_path
 from tests.support import chain, legacy
 from tests.support import pods as P
 from tests.support.node import NodeCluster

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from common import cr as crnames
+from common.cluster.client import resource_path
 from common.errors import ApiError
-from common.kube import resource_path
 from tests.support import chain, legacy
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR
 from tests.support.cluster import REPO, Cluster, ToolResult

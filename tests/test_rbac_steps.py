@@ -12,7 +12,7 @@ import pytest
 
 from common import backups
 from common import cr as crnames
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support.cluster import Cluster
 from tests.support.rbac import STEPS, Lab
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from common import cr as crnames
 from common import reasons, record
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import chain
 from tests.support.cluster import AuditWindow, Cluster
 from tests.support.rbac import shared_mode_config

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from migrator.config_yaml import parse_yaml_mapping
 from tests.support import chain, legacy
 from tests.support.chain import BACKUP, CLEANER, MIGRATOR, RESTORE, Step

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import chain, legacy
 from tests.support.chain import MIGRATOR, RESTORE, STATUS, Step
 from tests.support.cluster import REPO, Cluster

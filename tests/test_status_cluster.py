@@ -11,7 +11,7 @@ import yaml
 
 from cleaner import plan as planning
 from common import backups
-from common.kube import resource_path
+from common.cluster.client import resource_path
 from tests.support import legacy
 from tests.support.cleaning import Audit, install_legacy, mapping
 from tests.support.cluster import FIXTURES, Cluster

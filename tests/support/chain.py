@@ -21,8 +21,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from common.cluster.client import resource_path
 from common.errors import ApiError
-from common.kube import resource_path
 from tests.support import legacy
 from tests.support.cluster import (
     CLUSTER_SCOPED,
@@ -197,8 +197,8 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
         # package alone is ~0.15 s a step otherwise).
         context.set_forkserver_preload(
             ["click", "yaml", "urllib3", "kubernetes.client", "kubernetes.config"]
-            + ["common.kube", "migrator.core", "backup.core", "backup.restore", "cleaner.core"]
-            + ["cleaner.status", "tests.support.chain"]
+            + ["common.cluster.client", "migrator.core", "backup.core", "backup.restore"]
+            + ["cleaner.core", "cleaner.status", "tests.support.chain"]
             + [step.entry.partition(":")[0] for step in (*CHAIN, RESTORE, STATUS)]
         )
         _FORKSERVER = context

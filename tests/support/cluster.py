@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"

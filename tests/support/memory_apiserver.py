@@ -16,9 +16,10 @@ from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from common.cluster.client import Kube
+from common.cluster.kubeconfig import Connection
+from common.cluster.transport import Response
 from common.errors import ApiError
-from common.kube import Kube, Response
-from common.kubeconfig import Connection
 
 SERVER = "https://memory.invalid"
 
@@ -79,8 +80,8 @@ def parse(path: str) -> tuple[str, str | None, str, str | None]:
 
 
 class MemoryApiserver:
-    """Answers common.kube.Kube's requests through its transport hook: the tools' own client
-    (retries, error parsing, conveniences) runs unchanged on top of it."""
+    """Answers common.cluster.client.Kube's requests through its transport hook: the tools'
+    own client (retries, error parsing, conveniences) runs unchanged on top of it."""
 
     def __init__(self) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}

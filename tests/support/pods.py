@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import yaml
 
+from common.cluster.client import resource_path
 from common.errors import ApiError
-from common.kube import resource_path
 from tests.support.cluster import REPO, Cluster, load_manifests
 
 DEPLOY = REPO / "deploy"

@@ -19,8 +19,8 @@ from typing import Any
 
 from common import backups
 from common import cr as crnames
-from common.kube import Kube, resource_path
-from common.kubeconfig import resolve
+from common.cluster.client import Kube, resource_path
+from common.cluster.kubeconfig import resolve
 from tests.support import chain, legacy
 from tests.support.cleaning import wait_discovery
 from tests.support.cluster import FIXTURES, REPO, Cluster, ToolResult, load_manifests

@@ -35,8 +35,8 @@ from backup import plan as backup_plan
 from cleaner import core as cleaner_core
 from common import backups
 from common import cr as crnames
+from common.cluster.client import Kube, resource_path
 from common.errors import ApiError, CpError
-from common.kube import Kube, resource_path
 from migrator import core as migrator_core
 from tests.support import legacy
 from tests.support.cluster import FIXTURES, Cluster, load_manifests

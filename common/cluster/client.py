@@ -1,11 +1,12 @@
 """A small JSON client for the Kubernetes API on kubernetes.client.ApiClient: plain dicts in
 and out, explicit group/version/resource paths, and our retry-safety policy.
 
-The package does the transport (TLS, proxies, credentials, exec plugins) with its own retries
-off; every retry is decided here, within a bounded total time: 429 (honouring Retry-After), 5xx
-and connection failures. A write is repeated only when the caller says that is safe (a
-resourceVersion/uid precondition, a create whose AlreadyExists it handles, a delete whose
-NotFound counts as done) or when the request provably never reached the server.
+The package does the transport (common.cluster.transport: TLS, proxies, credentials, exec
+plugins) with its own retries off; every retry is decided here, within a bounded total time:
+429 (honouring Retry-After), 5xx and connection failures. A write is repeated only when the
+caller says that is safe (a resourceVersion/uid precondition, a create whose AlreadyExists it
+handles, a delete whose NotFound counts as done) or when the request provably never reached
+the server.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from common.cluster.kubeconfig import Connection
+from common.cluster.transport import (
+    ApiClientTransport,
+    Response,
+    TlsMaterialBroken,
+    TlsVerifyFailed,
+    Transport,
+)
 from common.errors import ApiError, ConnectionFailed, RetryableError, UsageError
-from common.kubeconfig import Connection, read_token_file
 
 log = logging.getLogger("kube")
 
@@ -30,7 +37,6 @@ MERGE_PATCH = "application/merge-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 # For a LIST: the apiserver answers 406 to METADATA_ONLY on a collection.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
-CONNECT_TIMEOUT = 5.0  # per try: a connection not established by then will not be
 # 429 comes from API Priority and Fairness before the request is processed; the 5xx are the
 # apiserver's or a proxy's transient failures.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -49,26 +55,6 @@ def resource_path(
     path += f"/namespaces/{quote(namespace)}" if namespace else ""
     path += f"/{plural}" + (f"/{quote(name)}" if name else "")
     return path + (f"/{subresource}" if subresource else "")
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: dict[str, str]
-    data: bytes
-
-
-# send(method, url, headers, body, timeout) -> Response; body is the JSON value (or None).
-# Raises on a failure without an answer; TlsVerifyFailed when no retry can help.
-Transport = Callable[[str, str, dict[str, str], Any, float], Response]
-
-
-class TlsVerifyFailed(Exception):
-    """The apiserver's certificate does not verify against the configured CA or name."""
-
-
-class TlsMaterialBroken(Exception):
-    """The kubeconfig's own TLS files or data cannot be used (no retry can help)."""
 
 
 # Set when a signal ends the run: no request is tried again, and waits end at once.
@@ -300,104 +286,6 @@ def _cause(err: BaseException) -> str:
         type(err).__name__,
     )
     return f"{label} ({text})" if text and text != label else label
-
-
-class ApiClientTransport:
-    """kubernetes.client.ApiClient with urllib3's own retries off; auth per request, so a
-    rotating token file and an expiring exec-plugin token are fresh for every try."""
-
-    def __init__(self, connection: Connection, pool_size: int) -> None:
-        from kubernetes.client import ApiClient, Configuration
-
-        configuration = Configuration()
-        # Before the ApiClient exists: urllib3 would otherwise repeat requests by itself.
-        configuration.retries = False
-        configuration.connection_pool_maxsize = pool_size
-        connection.load(configuration)
-        if connection.plugin and not configuration.api_key and not configuration.cert_file:
-            if connection.plugin == "exec":
-                raise RetryableError(
-                    f"{connection.source}: the exec plugin of user {connection.user} gave no "
-                    "credentials (its error is logged above)"
-                )
-            raise UsageError(
-                f"{connection.source}: the {connection.plugin} of user {connection.user} gave "
-                "no credentials; use an exec plugin instead (kubelogin for azure, "
-                "gke-gcloud-auth-plugin for gcp), as kubectl does"
-            )
-        self._connection = connection
-        self._configuration = configuration
-        try:  # the proxy is set up here: a bad HTTPS_PROXY or proxy-url fails now, not later
-            self._client = ApiClient(configuration)
-        except Exception as err:
-            raise UsageError(
-                f"{connection.source}: {_proxy_problem(configuration.proxy, err)}"
-            ) from err
-        if configuration.proxy:
-            log.info("through the proxy %s", _without_password(configuration.proxy))
-
-    def authorization(self) -> str | None:
-        if self._connection.token_file:
-            return "Bearer " + read_token_file(self._connection.token_file)
-        try:  # calls the loader's refresh hook: an expired plugin token is fetched again
-            setting = self._configuration.auth_settings().get("BearerToken")
-        except Exception as err:
-            who = f"{self._connection.source}: user {self._connection.user}"
-            raise RetryableError(f"{who}: the credentials could not be refreshed: {err}") from err
-        value = setting.get("value") if setting else None
-        return " ".join(str(value).split()) if value else None
-
-    def __call__(
-        self, method: str, url: str, headers: dict[str, str], body: Any, timeout: float
-    ) -> Response:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3 import HTTPHeaderDict
-
-        sent = HTTPHeaderDict(headers)  # Impersonate-Group may repeat
-        token = self.authorization()
-        if token:
-            sent["Authorization"] = token
-        for name, value in self._connection.impersonate:
-            sent.add(name, value)
-        try:
-            answer = self._client.call_api(
-                method,
-                url,
-                header_params=sent,
-                body=body,
-                _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
-            )
-        except ApiException as err:  # status 0: urllib3's SSLError
-            reason = str(err.reason).replace("\n", ": ")
-            if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
-                raise TlsVerifyFailed(reason) from err
-            if any(sign in reason for sign in _BROKEN_TLS_MATERIAL):
-                raise TlsMaterialBroken(reason) from err
-            raise ConnectionError(reason) from err
-        try:
-            data = answer.read()  # type: ignore[no-untyped-call]
-        finally:
-            answer.response.release_conn()
-        headers = {k.lower(): v for k, v in answer.headers.items()}
-        return Response(status=answer.status, headers=headers, data=data or b"")
-
-
-# OpenSSL's words for a certificate, key or CA of our own that it cannot load.
-_BROKEN_TLS_MATERIAL = ("KEY_VALUES_MISMATCH", "PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND")
-
-
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.rpartition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}" if scheme else rest.rpartition("@")[2]
-
-
-def _proxy_problem(proxy: str | None, err: Exception) -> str:
-    where = f"the proxy {_without_password(proxy)}" if proxy else "the client"
-    if "socks" in str(err).lower():
-        return (
-            f"{where}: SOCKS proxies need PySocks, which the tools do not ship; use an HTTP proxy"
-        )
-    return f"{where} cannot be used ({err}); HTTPS_PROXY and proxy-url need http://HOST:PORT"
 
 
 def _api_error(method: str, path: str, response: Response, connection: Connection) -> ApiError:
