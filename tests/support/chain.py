@@ -297,6 +297,10 @@ _VOLATILE_ANNOTATIONS = (
     "backup.connectivityproxy.sap.com/preserved-uid",
     "backup.connectivityproxy.sap.com/source-uid",
     "backup.connectivityproxy.sap.com/source-resource-version",
+    # The record's time, and its message, which counts what this run did (a rerun after a
+    # crash says "nothing to do" where an uninterrupted run said what it changed).
+    "connectivityproxy.sap.com/migration-since",
+    "connectivityproxy.sap.com/migration-message",
 )
 
 
