@@ -228,9 +228,10 @@ def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) ->
     return True
 
 
-def event_name(step: str, reason: str) -> str:
-    """One Event per CR, step and reason: its repeats are that Event's count."""
-    return f"{crnames.NAME}.migration-{step}-{reason.lower()}"
+def event_name(step: str) -> str:
+    """One Warning Event per step (deploy/rbac.yaml grants each step its own by name): a
+    repeat of its reason adds to its count, another reason starts it afresh."""
+    return f"{crnames.NAME}.migration-{step}"
 
 
 def warn(
@@ -241,40 +242,39 @@ def warn(
     seen, cr = kube.kept(crnames.CR_PATH)
     if not seen or cr is None:
         return
-    meta = cr["metadata"]
-    path = resource_path("", "v1", "events", crnames.NAMESPACE, event_name(step, outcome.reason))
+    name = event_name(step)
+    path = resource_path("", "v1", "events", crnames.NAMESPACE, name)
     stamp = now or now_rfc3339()
+    body = crnames.event_body(
+        cr, outcome.reason, outcome.message, component, kind="Warning", now=stamp
+    )
+    body["metadata"] = {"name": name, "namespace": crnames.NAMESPACE}
     try:
         existing = kube.get(path)
-        involved = (existing or {}).get("involvedObject") or {}
-        if existing is not None and involved.get("uid") == meta.get("uid"):
-            kube.merge_patch(
-                path,
-                {
-                    "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]},
-                    "count": int(existing.get("count") or 1) + 1,
-                    "lastTimestamp": stamp,
-                    "message": outcome.message,
-                },
-                retry_safe=True,
-            )
-            return
-        body = crnames.event_body(
-            cr, outcome.reason, outcome.message, component, kind="Warning", now=stamp
-        )
-        body["metadata"] = {
-            "name": event_name(step, outcome.reason),
-            "namespace": meta["namespace"],
-        }
-        if existing is not None:  # an Event about an earlier CR of the same name
-            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            kube.replace(path, body)
-        else:
+        if existing is None:
             kube.create(resource_path("", "v1", "events", crnames.NAMESPACE), body)
+            return
+        involved = existing.get("involvedObject") or {}
+        repeat = (
+            involved.get("uid") == cr["metadata"].get("uid")
+            and existing.get("reason") == outcome.reason
+            and existing.get("type") == "Warning"
+        )
+        change: dict[str, object] = {
+            "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]},
+            "count": int(existing.get("count") or 1) + 1 if repeat else 1,
+            "lastTimestamp": stamp,
+            "message": outcome.message,
+        }
+        if not repeat:  # another reason (or an Event about an earlier CR): afresh
+            change.update(
+                {key: body[key] for key in ("reason", "type", "involvedObject", "firstTimestamp")}
+            )
+        kube.merge_patch(path, change, retry_safe=True)
     except Exception as err:  # best effort: a 409 from another pod's Event included
         log.warning(
             "could not record the Warning event",
-            extra=fields(object=f"{crnames.NAMESPACE}/{crnames.NAME}", error=str(err)),
+            extra=fields(object=f"{crnames.NAMESPACE}/{name}", error=str(err)),
         )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import backups
+from common import backups, record
 from common import cr as crnames
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
@@ -41,6 +41,9 @@ SHARED_TENANT_MODE = "shared-tenant-mode"
 STALE_BACKUP = "stale-backup"
 CR_ABSENT = "cr-absent"
 RECREATED_CR = "recreated-cr"
+# A step that refuses (exit 3), after a run that refused the same way: its Warning Event is
+# read and its count patched (README "Fleet view").
+BLOCKED = "blocked"
 # Grants that the standard chain does not use, and the state whose path uses them, keyed by
 # (step, verb, resource) or, where one name of a rule is the exception, with that name too.
 SCENARIOS: dict[tuple[str, ...], str] = {
@@ -59,10 +62,18 @@ SCENARIOS: dict[tuple[str, ...], str] = {
         "customresourcedefinitions",
         crnames.CRD_NAME,
     ): CR_ABSENT,
+    **{
+        (step, verb, "events", record.event_name(step)): BLOCKED
+        for step in ("migrator", "backup", "cleaner")
+        for verb in ("get", "patch")
+    },
 }
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
 # is lost is the Event itself (which tests/test_rbac_steps.py expects).
 BEST_EFFORT = {("create", "events")}
+# The Warning Event's repeats: without them the refused run is refused all the same, and what
+# is lost is the Event's count.
+WARNING_EVENT = {("get", "events"), ("patch", "events")}
 
 
 # -- the manifests ---------------------------------------------------------------------------
@@ -110,6 +121,10 @@ class Grant:
     @property
     def best_effort(self) -> bool:
         return (self.verb, self.resource) in BEST_EFFORT
+
+    @property
+    def warning_event(self) -> bool:
+        return (self.verb, self.resource) in WARNING_EVENT
 
     @property
     def id(self) -> str:
@@ -376,9 +391,9 @@ class Lab:
             ]
         )
 
-    def _admin_step(self, step: str) -> None:
+    def _admin_step(self, step: str, expected: int = 0) -> None:
         result = self.run(step, as_admin=True)
-        assert result.exit_code == 0, f"{step} as the admin: {result.output}"
+        assert result.exit_code == expected, f"{step} as the admin: {result.output}"
 
     def _delete_backups(self) -> None:
         for name in backups.SOURCES:
@@ -399,6 +414,14 @@ class Lab:
             self._user_configuration(shared_mode_config() if shared else None)
             if shared:
                 self.cluster.apply([copy.deepcopy(SERVICE_KEY_SECRET)])
+            if scenario == BLOCKED:
+                # Shared tenant mode without its service-key Secret, refused once already.
+                self._user_configuration(shared_mode_config())
+                for name in ("connectivity-service-service-key", "connectivity-proxy-service-key"):
+                    self.cluster.kube.delete(
+                        resource_path("", "v1", "secrets", "kyma-system", name)
+                    )
+                self._admin_step("migrator", expected=3)
             if scenario == RECREATED_CR:
                 # The chain ran, its cleaner removed the configuration and the installation,
                 # then the module was disabled and enabled again: a new default CR.
@@ -430,6 +453,11 @@ class Lab:
             self._delete_backups()
             if scenario == STALE_BACKUP:
                 self.cluster.apply(copy.deepcopy(self._stale_backups()))
+            elif scenario == BLOCKED:
+                # The configuration changed after the migration, refused once already.
+                text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+                self.cluster.apply([legacy.legacy_configmap(f"{text}\n# edited\n")])
+                self._admin_step("backup", expected=3)
             elif scenario == CR_ABSENT:
                 self.taken_cr = copy.deepcopy(self.migrated_cr)
                 self._delete_cr()
@@ -445,14 +473,27 @@ class Lab:
                 assert current is not None
                 self.taken_cr = _stripped(current)
                 self._delete_cr()
+            elif scenario == BLOCKED:
+                # Migrated, not backed up (its mark removed), refused once already.
+                self._mark_backed_up(None)
+                self._admin_step("cleaner", expected=3)
         else:
             raise ValueError(step)
+
+    def _mark_backed_up(self, value: str | None) -> None:
+        self.cluster.kube.merge_patch(
+            crnames.CR_PATH,
+            {"metadata": {"annotations": {crnames.ANNOTATION_BACKED_UP: value}}},
+            retry_safe=True,
+        )
 
     def restore(self, scenario: str) -> None:
         """Put back what a scenario took away (the CR)."""
         if scenario == CR_ABSENT and self.taken_cr is not None:
             self.cluster.apply([self.taken_cr])
             self.taken_cr = None
+        if scenario == BLOCKED and self.ready_for_cleaner:
+            self._mark_backed_up("true")
 
     def _stale_backups(self) -> list[dict[str, Any]]:
         """Backups an earlier cp-backup made of a configuration that has changed since."""
