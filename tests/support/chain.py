@@ -399,6 +399,8 @@ def _without_record(cr: dict[str, Any]) -> str:
     annotations = meta.get("annotations") or {}
     for key in RECORD_ANNOTATIONS:
         annotations.pop(key, None)
+    if not annotations:
+        meta.pop("annotations", None)
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
 
 
