@@ -389,7 +389,7 @@ def differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _without_record(cr: dict[str, Any]) -> str:
+def cr_version(cr: dict[str, Any]) -> str:
     """The CR as a version that ignores the record (README "Fleet view"): every run that
     reaches the CR may leave its record; "nothing changed" means nothing else did."""
     found = copy.deepcopy(cr)
@@ -415,7 +415,7 @@ def resource_versions(cluster: Cluster) -> dict[str, str]:
             for item in _list(cluster, resource_path(group, version, plural, namespace)):
                 key = f"{plural}/{namespace}/{item['metadata']['name']}"
                 versions[key] = (
-                    _without_record(item)
+                    cr_version(item)
                     if plural == "connectivityproxies"
                     else item["metadata"]["resourceVersion"]
                 )
