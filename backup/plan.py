@@ -225,7 +225,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 Action(MISSING, target, f"the source {source_ref} does not exist{kept}", existing)
             )
             continue
-        drift = names.drift_problem(inputs.cr, name, content_digest(source))
+        drift = names.drift_problem(names.migrated_digest(inputs.cr, name), content_digest(source))
         if drift:
             drifted.append(f"ConfigMap {source_ref}: {drift}")
             continue

@@ -349,7 +349,7 @@ def plan(inputs: Inputs) -> Plan:
                 inputs.backups.get(obj.name),
                 live_digest=inputs.live_digests.get(obj.name),
                 namespace=inputs.backup_namespace,
-                cr=inputs.cr,
+                migrated_digest=backups.migrated_digest(inputs.cr, obj.name),
             )
             if problem:
                 result.kept.append(Kept(str(obj), problem.message))
@@ -406,11 +406,12 @@ def user_config_problem(
     *,
     live_digest: str | None,
     namespace: Mapping[str, Any] | None,
-    cr: Mapping[str, Any],
+    migrated_digest: str | None,
 ) -> Problem | None:
     """Why the live user-configuration ConfigMap `name` must not be deleted, or None when its
     backup will outlive it: a verified copy of ours, with the same data, in a namespace that
-    exists and is not being deleted, and its data is what was migrated into the CR."""
+    exists and is not being deleted, and its data is what was migrated into the CR
+    (`migrated_digest`: the digest the CR records for it; None when it records none)."""
     where = f"{backups.NAMESPACE}/{name}"
     run_backup = f"run cp-backup: {backups.RESTART_CHAIN}"
     if namespace is None:
@@ -431,14 +432,14 @@ def user_config_problem(
             f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
             "that copy under another name and makes its own)"
         )
-    drift = backups.drift_problem(dict(cr), name, live_digest)
+    drift = backups.drift_problem(migrated_digest, live_digest)
     if drift:
         return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         backups.DIGEST_ANNOTATION
     )
     if backed_up != live_digest:
-        if backups.migrated_digest(dict(cr), name):  # the CR holds this data; the backup is behind
+        if migrated_digest:  # the CR holds this data; the backup is behind
             return Problem(f"its data differs from its backup {where}; {run_backup}")
         return Problem(
             f"its data differs from its backup {where} and the CR does not record what was "

@@ -43,16 +43,15 @@ def main(**params: Any) -> None:
     options = options_from(params)
 
     def body(kube: Kube) -> None:
-        import json
-
-        from cleaner.status import gather, readable, render_table
+        from cleaner.status.gather import gather
+        from cleaner.status.render import render_table, to_json
 
         status = gather(kube)
         if output == "json":
-            click.echo(json.dumps(status, indent=2))
+            click.echo(to_json(status))
         else:
             click.echo(render_table(status), nl=False)
-        if not readable(status):
+        if not status.readable:
             raise RetryableError(
                 "cp-status could read nothing: every read failed (see the rows above); "
                 "check the kubeconfig's identity and its permissions"

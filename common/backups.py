@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 NAMESPACE = "connectivity-proxy-backup"
@@ -102,16 +103,16 @@ def parse_digests(value: str | None) -> dict[str, str]:
     return found
 
 
-def migrated_digest(cr: dict[str, Any], name: str) -> str | None:
+def migrated_digest(cr: Mapping[str, Any], name: str) -> str | None:
     """The digest kyma-system/`name` had when it was migrated into the CR; None when the CR
     records none (a migration by the original Go migrator)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
     return parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
 
 
-def drift_problem(cr: dict[str, Any], name: str, live_digest: str | None) -> str | None:
-    """Why the live kyma-system/`name` is not what was migrated into the CR, or None."""
-    migrated = migrated_digest(cr, name)
+def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:
+    """Why a live source is not what was migrated into the CR (`migrated`: the digest the CR
+    records for it, migrated_digest), or None."""
     if migrated is None or migrated == live_digest:
         return None
     changed = f"(migrated {migrated}, now {live_digest})"

@@ -78,6 +78,20 @@ def remember_all(value: Any) -> None:
         remember(value)
 
 
+def remember_credentials(value: Any) -> None:
+    """Every value under a credential-looking key in plain data (a parsed configuration), at
+    any depth: masked in every later output."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if is_secret_key(key):
+                remember_all(item)
+            else:
+                remember_credentials(item)
+    elif isinstance(value, list):
+        for item in value:
+            remember_credentials(item)
+
+
 def forget_all() -> None:
     """For tests: start from nothing remembered."""
     global _pattern

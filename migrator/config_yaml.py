@@ -1,4 +1,8 @@
-"""The user configuration's YAML: strict, bounded parsing, and the YAML 1.1 surprises in it."""
+"""The user configuration's YAML: strict, bounded parsing, and the YAML 1.1 surprises in it.
+
+Parsing has no side effects: what the caller makes of the result (the credentials to mask,
+redact.remember_credentials; the warnings, yaml11_warnings) it does with the result.
+"""
 
 from __future__ import annotations
 
@@ -47,17 +51,6 @@ _NOT_TEXT_TAGS = frozenset(
 )
 
 
-def parse_yaml_config(
-    text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
-) -> tuple[dict[str, Any], list[tuple[FieldPath, str]]]:
-    """`parse_yaml_mapping`, and where `text_at(path)` says a field holds text, a plain
-    scalar that YAML would read as a number, boolean or date is taken as its exact source
-    text instead (`0443` stays "0443", never 291). Returns the data and those fields with
-    their text."""
-    parsed = parse_yaml_document(text, where, text_at)
-    return parsed.data, parsed.as_text
-
-
 @dataclass(frozen=True)
 class Scalar:
     """A plain (unquoted) scalar that YAML 1.1 reads as something other than a string."""
@@ -77,7 +70,10 @@ class Scalar:
 
 @dataclass(frozen=True)
 class Parsed:
+    """One parse of a document: everything that is ever made of it comes from here."""
+
     data: dict[str, Any]
+    where: str = ""  # the source, as every refusal and warning names it
     # Every plain scalar still read as a non-string, by field path, with its source text (for
     # the YAML 1.1 warnings).
     scalars: dict[str, Scalar] = field(default_factory=dict)
@@ -114,7 +110,10 @@ def yaml11_surprise(text: str, value: Any) -> str | None:
 def parse_yaml_document(
     text: str, where: str, text_at: Callable[[FieldPath], bool] | None = None
 ) -> Parsed:
-    """parse_yaml_config, with the source text of every non-string plain scalar."""
+    """`parse_yaml_mapping`, with the source text of every non-string plain scalar; and where
+    `text_at(path)` says a field holds text, a plain scalar that YAML would read as a number,
+    boolean or date is taken as its exact source text instead (`0443` stays "0443", never
+    291), listed in `as_text`. The one parse function: everything else reads its result."""
     try:
         return _parse(text, where, text_at)
     except RefusedError:
@@ -166,10 +165,9 @@ def _parse(text: str, where: str, text_at: Callable[[FieldPath], bool] | None) -
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
         raise InvalidConfiguration(f"{where}: the YAML document is {kind}, not a mapping")
     _check_values(data, where, "")
-    _remember_credentials(data)
     scalars: dict[str, Scalar] = {}
     _collect_scalars(node, data, (), scalars)
-    return Parsed(data=data, scalars=scalars, as_text=as_text)
+    return Parsed(data=data, where=where, scalars=scalars, as_text=as_text)
 
 
 def _retag_as_text(
@@ -319,21 +317,6 @@ def _collect_scalars(
         )
 
 
-def _remember_credentials(value: Any) -> None:
-    """Values under credential-looking keys, at any depth, are masked in every later output."""
-    from common import redact
-
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if redact.is_secret_key(key):
-                redact.remember_all(item)
-            else:
-                _remember_credentials(item)
-    elif isinstance(value, list):
-        for item in value:
-            _remember_credentials(item)
-
-
 def _path(keys: tuple[str | int, ...]) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
 
@@ -435,16 +418,13 @@ class Yaml11Warning:
 _UNSET: Any = object()
 
 
-def yaml11_warnings(text: str, where: str, taken: Any = _UNSET) -> list[Yaml11Warning]:
-    """One warning per plain scalar that YAML 1.1 reads differently from what its text
-    suggests (sexagesimal `1:20` = 80, octal `0755` = 493, `on`/`off`/`yes`/`no` = booleans),
-    naming the field and the value taken. `taken` is what the step made of the document (the
-    same keys; for the migrator, spec.config after merging): a field it took as the source
-    text says so. Text that does not parse gives no warnings (its refusal says why)."""
-    try:
-        parsed = parse_yaml_document(text, where)
-    except RefusedError:
-        return []
+def yaml11_warnings(parsed: Parsed, taken: Any = _UNSET) -> list[Yaml11Warning]:
+    """One warning per plain scalar of the parsed document that YAML 1.1 reads differently
+    from what its text suggests (sexagesimal `1:20` = 80, octal `0755` = 493,
+    `on`/`off`/`yes`/`no` = booleans), naming the field and the value taken. `taken` is what
+    the step made of the document (the same keys; for the migrator, spec.config after
+    merging): a field it took as its source text is no surprise."""
+    where = parsed.where
     found: list[Yaml11Warning] = []
     for scalar in parsed.surprises:
         value = scalar.value if taken is _UNSET else _lookup(taken, scalar.keys, scalar.value)

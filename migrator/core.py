@@ -8,14 +8,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common import backups, diff, legacy, reasons
+from common import backups, diff, legacy, reasons, redact
 from common import cr as crnames
 from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError, RefusedError, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
 from migrator import plan as planning
-from migrator.config_yaml import yaml11_warnings
+from migrator.config_yaml import Parsed, yaml11_warnings
 
 log = logging.getLogger("migrator")
 
@@ -70,16 +70,19 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
         return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
 
-    inputs = _observe(kube, cr, settings)
-    source = planning.choose_source(inputs)
+    found = _observe(kube, cr, settings)
+    source = planning.choose_source(found)  # once a run
     log.info(source.reason, extra=fields(object=cr_name, source=source.kind))
     if source.kind == planning.NOTHING:
         return Outcome(summary="nothing to do: no legacy Connectivity Proxy configuration")
     if source.kind == planning.ORPHANED:
-        return _record_orphaned(kube, inputs, settings)
+        return _record_orphaned(kube, found, settings)
 
-    plan = planning.plan(_with_secrets(kube, inputs), source)
-    _warn_yaml11(source, plan.spec_after)
+    inputs = planning.prepared(found, source)  # the one parse of the user configuration
+    assert inputs.config is not None
+    redact.remember_credentials(inputs.config.data)
+    plan = planning.plan(_with_secrets(kube, inputs))
+    _warn_yaml11(source, inputs.config, plan.spec_after)
     for path, text in plan.as_text:
         log.info(
             f"{path}: the CRD wants text; kept the YAML value as its exact text {text!r}",
@@ -167,10 +170,10 @@ def _spec_schema(crd: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
-    """Shared tenant mode: which of the candidate service-key Secrets exist (metadata only:
-    the tool never needs, and so never holds, their values). Stops at the first found."""
+    """Shared tenant mode: which of the service-key Secrets plan.reads names exist (metadata
+    only: the tool never needs, and so never holds, their values). Stops at the first found."""
     found: dict[str, bool] = {}
-    for name in planning.secret_candidates(inputs):
+    for name in planning.reads(inputs):
         path = resource_path("", "v1", "secrets", crnames.NAMESPACE, name)
         found[name] = kube.get(path, accept=METADATA_ONLY) is not None
         if found[name]:
@@ -203,15 +206,11 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
     )
 
 
-def _warn_yaml11(source: planning.Source, spec_after: dict[str, Any]) -> None:
+def _warn_yaml11(source: planning.Source, config: Parsed, spec_after: dict[str, Any]) -> None:
     """A YAML 1.1 reading the text does not suggest (`1:20` = 80, `0755` = 493, `off` = false)
-    is logged with the field and the value taken (migrator.config_yaml); a field taken as its
-    text (plan.as_text) is no surprise."""
-    text = ((source.config_map or {}).get("data") or {}).get(planning.CONFIG_KEY)
-    if not isinstance(text, str):
-        return
-    where = f"ConfigMap {source.config_ref} key {planning.CONFIG_KEY}"
-    for warning in yaml11_warnings(text, where, taken=spec_after.get("config")):
+    is logged with the field and the value taken (migrator.config_yaml), from the one parse;
+    a field taken as its text (plan.as_text) is no surprise."""
+    for warning in yaml11_warnings(config, taken=spec_after.get("config")):
         log.warning(
             warning.message,
             extra=fields(object=source.config_ref, key=planning.CONFIG_KEY, field=warning.path),

@@ -1,8 +1,14 @@
-"""Pure planning of the migration: cluster data in, intended change out. No I/O here."""
+"""Pure planning of the migration: cluster data in, intended change out. No I/O here.
+
+The order of a run: observe reads `Inputs`; `choose_source` picks where the configuration
+comes from (once); `prepared` parses the user configuration (once) into the inputs; `reads`
+names the Secrets to look up; `plan` computes the change from all of that.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +17,7 @@ from common import backups, legacy, reasons
 from common import cr as crnames
 from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
-from migrator.config_yaml import FieldPath, InvalidConfiguration, parse_yaml_config
+from migrator.config_yaml import FieldPath, InvalidConfiguration, Parsed, parse_yaml_document
 
 CONFIG_KEY = "connectivity-proxy-config.yml"
 CONFIG_NAME = "connectivity-proxy"
@@ -68,6 +74,10 @@ class Inputs:
     # spec's schema in the CR's CRD (None: unknown): which fields hold text.
     spec_schema: dict[str, Any] | None = None
     migrate_orphaned: bool = False
+    # Set by `prepared`: where the configuration comes from, and (when it migrates) the user
+    # configuration parsed from it. Everything after reads these; nothing parses again.
+    source: Source | None = None
+    config: Parsed | None = None
 
 
 @dataclass(frozen=True)
@@ -231,9 +241,10 @@ def _from_legacy(inputs: Inputs) -> Source:
 
 def user_config(
     config_map: dict[str, Any] | None, spec_schema: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], list[tuple[FieldPath, str]]]:
+) -> Parsed:
     """The user's configuration from the legacy ConfigMap (or its backup), or a refusal
-    naming what is wrong; and the fields whose YAML value is taken as its text."""
+    naming what is wrong: its data, the fields whose YAML value is taken as its text, and
+    the plain scalars the YAML 1.1 warnings look at."""
     where = ref_of(config_map, CONFIG_MAP)
     if config_map is None:
         raise InvalidConfiguration(
@@ -249,7 +260,7 @@ def user_config(
         keys = ", ".join(sorted(data)) or "none"
         raise InvalidConfiguration(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
     config_schema = ((spec_schema or {}).get("properties") or {}).get("config")
-    return parse_yaml_config(
+    return parse_yaml_document(
         data[CONFIG_KEY],
         f"ConfigMap {where} key {CONFIG_KEY}",
         (lambda path: schema_type(config_schema, path) == "string") if config_schema else None,
@@ -320,19 +331,36 @@ def tenant_mode(cr: dict[str, Any], config: dict[str, Any], where: str = CONFIG_
     return str(mode)
 
 
-def secret_candidates(inputs: Inputs) -> tuple[str, ...]:
-    """The service-key Secrets to look up before planning (shared tenant mode only)."""
-    source = choose_source(inputs)
-    if not source.migrates:
+def prepared(inputs: Inputs, source: Source | None = None) -> Inputs:
+    """The inputs with their source (`source`, else choose_source) and, when it migrates, its
+    user configuration parsed. Inputs already prepared (for that source) are returned as
+    they are: a run chooses and parses once."""
+    if inputs.source is not None and source in (None, inputs.source):
+        return inputs
+    source = source or choose_source(inputs)
+    config = user_config(source.config_map, inputs.spec_schema) if source.migrates else None
+    return dataclasses.replace(inputs, source=source, config=config)
+
+
+def _chosen(inputs: Inputs) -> tuple[Source, Parsed | None]:
+    inputs = prepared(inputs)
+    assert inputs.source is not None
+    return inputs.source, inputs.config
+
+
+def reads(inputs: Inputs) -> tuple[str, ...]:
+    """The service-key Secrets to look up before planning, in order, up to the first that
+    exists (shared tenant mode only; `secrets_found` then says which exist)."""
+    source, config = _chosen(inputs)
+    if config is None:
         return ()
-    config, _ = user_config(source.config_map, inputs.spec_schema)
-    if tenant_mode(inputs.cr, config, source.config_ref) != "shared":
+    if tenant_mode(inputs.cr, config.data, source.config_ref) != "shared":
         return ()
     return (inputs.service_key_secret,) if inputs.service_key_secret else SERVICE_KEY_SECRETS
 
 
 def _secret_name(inputs: Inputs) -> str:
-    candidates = secret_candidates(inputs)
+    candidates = reads(inputs)
     for name in candidates:  # looked up in this order, up to the first that exists
         if name not in inputs.secrets_found:
             raise AssertionError("shared mode is planned only after the Secrets were looked up")
@@ -352,12 +380,14 @@ def _secret_name(inputs: Inputs) -> str:
 
 
 def plan(inputs: Inputs, source: Source | None = None) -> Plan:
-    """The CR's new spec and the one patch that writes it with the marks. `source` must be
-    one that migrates (choose_source)."""
-    source = source or choose_source(inputs)
-    if not source.migrates:
+    """The CR's new spec and the one patch that writes it with the marks, from prepared
+    inputs (else they are prepared here, for `source` when given). The source must be one
+    that migrates."""
+    inputs = prepared(inputs, source)
+    source, parsed = _chosen(inputs)
+    if parsed is None:
         raise AssertionError(f"nothing to plan: {source.reason}")
-    config, as_text = user_config(source.config_map, inputs.spec_schema)
+    config, as_text = parsed.data, parsed.as_text
     # Without a legacy installation, a ConfigMap of ports that is gone everywhere (the backup
     # recorded it missing) leaves the CR's ports as they are; a running one must have it.
     found_ports = ports(source.info_map) if source.info_map or source.kind == FROM_LEGACY else {}

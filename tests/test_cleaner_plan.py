@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from cleaner import observe, status
+from cleaner import observe
 from cleaner import plan as planning
+from cleaner.status.model import (
+    Backup,
+    Cr,
+    Crd,
+    Operator,
+    ServiceMappings,
+    Status,
+    Unreadable,
+)
+from cleaner.status.render import render_table
 from common import backups
 from common.backups import content_digest
 from common.errors import RefusedError
@@ -418,17 +428,17 @@ def test_render_has_three_lists() -> None:
 
 
 def test_status_table_shows_errors_in_place() -> None:
-    found = {
-        "legacy": {"error": "GET /apis: 403 Forbidden"},
-        "crd": {"name": "c", "exists": True},
-        "cr": {"name": "n/c", "exists": False},
-        "backup": {"namespace": "b", "present": False, "verified": False, "items": []},
-        "serviceMappings": {"crd": "s", "crdExists": False},
-        "operator": {"name": "n/o", "exists": True},
-    }
-    text = status.render_table(found)
+    found = Status(
+        legacy=Unreadable("GET /apis: 403 Forbidden", 403),
+        crd=Crd(exists=True),
+        cr=Cr(exists=False),
+        backup=Backup(namespace_exists=False, terminating=False, items=()),
+        service_mappings=ServiceMappings(crd_exists=False),
+        operator=Operator(exists=True),
+    )
+    text = render_table(found)
     assert "legacy installation" in text and "unknown (GET /apis: 403 Forbidden)" in text
-    assert "CRD s absent" in text
+    assert f"CRD {planning.MAPPING_CRD} absent" in text
 
 
 # -- imports -------------------------------------------------------------------------------------
@@ -436,7 +446,8 @@ def test_status_table_shows_errors_in_place() -> None:
 
 def test_plan_and_status_never_import_the_kubernetes_package() -> None:
     code = (
-        "import sys, cleaner.plan, cleaner.status, cleaner.status_cli, cleaner.cli, cleaner.core;"
+        "import sys, cleaner.plan, cleaner.status.gather, cleaner.status.render,"
+        " cleaner.status_cli, cleaner.cli, cleaner.core;"
         "bad = [m for m in sys.modules if m == 'kubernetes' or m.startswith('kubernetes.')"
         " or m in ('migrator', 'backup')];"
         "assert not bad, bad"

@@ -127,7 +127,7 @@ def test_yaml11_surprises_are_found_with_field_source_text_and_value(
     assert (surprise.path, surprise.value) == (path, value)
     assert surprise.text in text
     assert what in (surprise.surprise or "")
-    [warning] = yaml11_warnings(text, WHERE)
+    [warning] = yaml11_warnings(parsed)
     assert warning.path == path
     assert warning.message.startswith(f"{WHERE}: {path} (line ")
     assert "the value taken is" in warning.message
@@ -147,9 +147,9 @@ def test_yaml11_surprises_are_found_with_field_source_text_and_value(
     ],
 )
 def test_what_reads_as_written_gives_no_warning(text: str) -> None:
-    from migrator.config_yaml import yaml11_warnings
+    from migrator.config_yaml import parse_yaml_document, yaml11_warnings
 
-    assert yaml11_warnings(text, WHERE) == []
+    assert yaml11_warnings(parse_yaml_document(text, WHERE)) == []
 
 
 def test_a_field_taken_as_its_source_text_gives_no_warning() -> None:
@@ -158,4 +158,4 @@ def test_a_field_taken_as_its_source_text_gives_no_warning() -> None:
     assert parse_yaml_document("ha: off\nport: 8\n", WHERE).scalars[".ha"].text == "off"
     # The field was taken as its text (migrator.plan, where the CRD wants a string): no
     # surprise, so no warning (the migrator logs that it kept the text).
-    assert yaml11_warnings("ha: off\n", WHERE, taken={"ha": "off"}) == []
+    assert yaml11_warnings(parse_yaml_document("ha: off\n", WHERE), taken={"ha": "off"}) == []

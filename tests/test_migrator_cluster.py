@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import yaml
@@ -380,3 +381,60 @@ def test_a_cr_created_again_after_the_migration_is_migrated_from_the_backups(
         assert cluster.run(step).exit_code == 0
     annotations = (cluster.cr() or {})["metadata"]["annotations"]
     assert annotations[MIGRATED] == annotations["connectivityproxy.sap.com/cleaned"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("mode", "args"),
+    [("dedicated", ()), ("shared", ()), ("dedicated", ("--dry-run",))],
+)
+def test_a_run_reads_its_input_once_and_parses_the_user_configuration_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, mode: str, args: tuple[str, ...]
+) -> None:
+    """One choice of source and one YAML parse a run, whatever uses them after: the plan,
+    the Secrets to look up (shared mode), the YAML 1.1 warning (`7:23` = 443)."""
+    from migrator import config_yaml
+    from migrator import plan as planning
+
+    text = (
+        legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+        .replace("tenantMode: dedicated", f"tenantMode: {mode}")
+        .replace("externalPort: 443", "externalPort: 7:23")
+    )
+    legacy.install(cluster, config_text=text)
+    cluster.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "connectivity-service-service-key",
+                    "namespace": "kyma-system",
+                },
+                "stringData": {"service_key": "x"},
+            }
+        ]
+    )
+    parses: list[str] = []
+    choices: list[str] = []
+    parse, choose = config_yaml._parse, planning.choose_source
+
+    def counted_parse(text: str, where: str, *rest: Any) -> Any:
+        parses.append(where)
+        return parse(text, where, *rest)
+
+    def counted_choice(inputs: Any) -> Any:
+        choices.append("choose_source")
+        return choose(inputs)
+
+    monkeypatch.setattr(config_yaml, "_parse", counted_parse)
+    monkeypatch.setattr(planning, "choose_source", counted_choice)
+    result = cluster.run(MIGRATOR, *args)
+    assert result.exit_code == 0, result.output
+    assert "sexagesimal" in result.output
+    assert parses == [f"ConfigMap kyma-system/connectivity-proxy key {legacy.CONFIG_KEY}"]
+    assert choices == ["choose_source"]
+    if mode == "shared" and not args:
+        cr = cluster.cr()
+        assert cr is not None
+        secret = cr["spec"]["secretConfig"]["integration"]["connectivityService"]["secretName"]
+        assert secret == "connectivity-service-service-key"

@@ -152,7 +152,7 @@ def test_an_unknown_tenant_mode_is_refused() -> None:
 def test_shared_mode_sets_the_secret_name() -> None:
     shared = USER_CONFIG.replace("tenantMode: dedicated", "tenantMode: shared")
     named = inputs(shared, service_key_secret="my-key")
-    assert planning.secret_candidates(named) == ("my-key",)
+    assert planning.reads(named) == ("my-key",)
     result = planning.plan(
         inputs(shared, secrets_found={"my-key": True}, service_key_secret="my-key")
     )
@@ -173,7 +173,7 @@ def test_shared_mode_sets_the_secret_name() -> None:
 )
 def test_shared_mode_uses_the_secret_the_cluster_has(found: dict[str, bool], chosen: str) -> None:
     shared = USER_CONFIG.replace("tenantMode: dedicated", "tenantMode: shared")
-    assert planning.secret_candidates(inputs(shared)) == planning.SERVICE_KEY_SECRETS
+    assert planning.reads(inputs(shared)) == planning.SERVICE_KEY_SECRETS
     result = planning.plan(inputs(shared, secrets_found=found))
     assert result.secret_name == chosen
 
@@ -189,7 +189,7 @@ def test_shared_mode_refuses_a_missing_secret_naming_both_and_the_option() -> No
 
 
 def test_dedicated_mode_leaves_secret_config_alone() -> None:
-    assert planning.secret_candidates(inputs()) == ()
+    assert planning.reads(inputs()) == ()
     assert "secretConfig" not in planning.plan(inputs()).patch["spec"]
 
 

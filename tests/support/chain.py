@@ -200,7 +200,8 @@ def _forkserver() -> multiprocessing.context.ForkServerContext:
         context.set_forkserver_preload(
             ["click", "yaml", "urllib3", "kubernetes.client", "kubernetes.config"]
             + ["common.cluster.client", "migrator.core", "backup.core", "backup.restore"]
-            + ["cleaner.core", "cleaner.status", "tests.support.chain"]
+            + ["cleaner.core", "cleaner.status.gather", "cleaner.status.render"]
+            + ["tests.support.chain"]
             + [step.entry.partition(":")[0] for step in (*CHAIN, RESTORE, STATUS)]
         )
         _FORKSERVER = context
