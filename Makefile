@@ -40,11 +40,11 @@ test: install controlplane monitoring-tools
 # The reliability suite alone (crash points, faults, concurrency, bad input, security);
 # `make test` runs it too.
 test-reliability: install controlplane
-	$(BIN)/pytest tests/test_reliability_*.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/cluster/reliability $(PYTEST_ARGS)
 
-# Pure unit tests only: no control plane, no images.
+# Pure unit tests only (tests/unit): no control plane, no images, no processes; seconds.
 test-fast: install
-	$(BIN)/pytest -m 'not cluster and not images' $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # Benchmark (issue 5): each tool as a whole process against a local control plane; writes
 # docs/benchmarks.md and docs/benchmarks.png. Never part of `make test`.
@@ -68,11 +68,11 @@ format: install
 	$(BIN)/ruff check --fix .
 
 cluster: install controlplane
-	@$(BIN)/python -m tests.support.controlplane start $(CLUSTER_DIR) >/dev/null
+	@$(BIN)/python -m hack.devenv.controlplane start $(CLUSTER_DIR) >/dev/null
 	@echo "control plane up; kubeconfig: $(CLUSTER_DIR)/kubeconfig"
 
 cluster-down: install
-	$(BIN)/python -m tests.support.controlplane stop $(CLUSTER_DIR)
+	$(BIN)/python -m hack.devenv.controlplane stop $(CLUSTER_DIR)
 
 # A real node beside its own control plane (README, "The node tests"): kubelet,
 # kube-controller-manager and kube-scheduler built once beside the apiserver (about 80 s with
@@ -81,12 +81,12 @@ node-binaries: controlplane
 	bash hack/controlplane/build-node.sh
 
 node: install node-binaries
-	@$(BIN)/python -m tests.support.node start $(NODE_DIR) >/dev/null
+	@$(BIN)/python -m hack.devenv.node start $(NODE_DIR) >/dev/null
 	@echo "node up; kubeconfig: $(NODE_DIR)/controlplane/kubeconfig"
 
 # Stops the node and puts the host back (sysctls, mounts, cgroups, iptables, fixed paths).
 node-down: install
-	$(BIN)/python -m tests.support.node stop $(NODE_DIR)
+	$(BIN)/python -m hack.devenv.node stop $(NODE_DIR)
 
 # The demo as real Pods: deploy/ on the node, the steps as init containers.
 demo-node: node
@@ -94,7 +94,7 @@ demo-node: node
 
 # The node tests alone (`make test` runs them too).
 test-node: install node-binaries
-	$(BIN)/pytest tests/test_node_*.py $(PYTEST_ARGS)
+	$(BIN)/pytest tests/node $(PYTEST_ARGS)
 
 demo: cluster
 	$(BIN)/python -m hack.demo --kubeconfig $(CLUSTER_DIR)/kubeconfig

@@ -1,16 +1,13 @@
-"""cp-backup and cp-restore command lines: options in, core out, exit code from common.cli.run."""
+"""cp-backup and cp-restore command lines: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
-
-if TYPE_CHECKING:
-    from common import record
-    from common.cluster.client import Kube
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -24,17 +21,19 @@ def backup_main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body(kube: Kube) -> record.Outcome:
+    def body(run: Run) -> None:
         from backup.core import Settings, backup
-        from common import record
+        from common.cli import connect
 
-        outcome = backup(kube, Settings(dry_run=options.dry_run))
+        outcome = backup(connect(options, run), Settings(dry_run=options.dry_run))
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
-        return record.ended(outcome.summary, outcome.attention)
+        run.summary, run.attention = outcome.summary, outcome.attention
 
-    run("backup", options, body, step="backup")
+    from common import record
+
+    run_step(record.attach(Run("backup"), dry_run=options.dry_run), options, body)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -63,17 +62,19 @@ def restore_main(**params: Any) -> None:
     from_preserved = tuple(params.pop("from_preserved"))
     options = options_from(params)
 
-    def body(kube: Kube) -> record.Outcome:
+    def body(run: Run) -> None:
         from backup.restore import Settings, restore
-        from common import record
+        from common.cli import connect
 
         outcome = restore(
-            kube,
+            connect(options, run),
             Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
         )
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
-        return record.done(outcome.summary)
+        run.summary = outcome.summary
 
-    run("restore", options, body, step="restore")
+    from common import record
+
+    run_step(record.attach(Run("restore"), dry_run=options.dry_run), options, body)

@@ -1,16 +1,13 @@
-"""cp-cleaner command line: options in, core out, exit code from common.cli.run."""
+"""cp-cleaner command line: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
-
-if TYPE_CHECKING:
-    from common import record
-    from common.cluster.client import Kube
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -25,18 +22,20 @@ def main(**params: Any) -> None:
     """
     options = options_from(params)
 
-    def body(kube: Kube) -> record.Outcome:
+    def body(run: Run) -> None:
+        from cleaner import progress
         from cleaner.core import Settings, clean
-        from common import record
+        from common.cli import connect
 
-        outcome = clean(kube, Settings(dry_run=options.dry_run))
+        ledger = progress.start(run)
+        outcome = clean(connect(options, run), Settings(dry_run=options.dry_run), ledger)
         if outcome.report:
             click.echo(outcome.report, nl=False)
         click.echo(outcome.summary)
+        run.summary = outcome.summary
         if outcome.refusal is not None:
             raise outcome.refusal
-        return record.done(outcome.summary)
 
-    from cleaner.progress import start
+    from common import record
 
-    run("cleaner", options, body, progress=start, step="cleaner")
+    run_step(record.attach(Run("cleaner"), dry_run=options.dry_run), options, body)

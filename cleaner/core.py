@@ -23,10 +23,10 @@ from cleaner import access, observe, progress
 from cleaner import plan as planning
 from common import cr as crnames
 from common import reasons
-from common.cli import STEP_TODO
 from common.cluster.client import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError, CpError, RefusedError, RetryableError
 from common.logs import fields
+from common.runner import STEP_TODO
 
 log = logging.getLogger("cleaner")
 
@@ -36,7 +36,7 @@ MAX_ATTEMPTS = 3
 WORKERS = 16
 # Patches in flight at most, so thousands of ServiceMappings never pile up in memory.
 MAX_PENDING = 4 * WORKERS
-# What a signal leaves undone (the interrupt line, common.cli): all of it until the phases
+# What a signal leaves undone (the interrupt line, common.runner): all of it until the phases
 # start, then what the phases did not finish and the mark.
 MARK_TODO = f"the mark {crnames.ANNOTATION_CLEANED} on {CR_NAME}"
 START_TODO = (
@@ -73,7 +73,9 @@ class _Moved(Exception):
         self.ref = ref
 
 
-def clean(kube: Kube, settings: Settings) -> Outcome:
+def clean(kube: Kube, settings: Settings, ledger: progress.Ledger | None = None) -> Outcome:
+    """Run the step; `ledger` (the run's, from cleaner.progress.start) records what is done."""
+    ledger = ledger or progress.Ledger()
     cr = crnames.get_cr(kube)
     # A CR that exists proves its CRD does; the CRD is looked up only to say why there is none.
     skip = planning.skip_reason(cr is not None or crnames.crd_exists(kube), cr)
@@ -90,14 +92,14 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
         raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
     if not settings.dry_run:
         # Until the phases start (after observing), what a signal leaves undone is all of it.
-        progress.ledger().fulfil(STEP_TODO)
-        progress.ledger().expect(START_TODO)
+        ledger.fulfil(STEP_TODO)
+        ledger.expect(START_TODO)
 
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner")
     try:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return _attempt(kube, settings, cr, pool)
+                return _attempt(kube, settings, cr, pool, ledger)
             except _Moved as moved:
                 if attempt == MAX_ATTEMPTS:
                     raise RetryableError(
@@ -110,7 +112,7 @@ def clean(kube: Kube, settings: Settings) -> Outcome:
                 )
     finally:
         # On a signal (or any failure): the requests in flight finish, those not yet sent are
-        # dropped, so the interrupt line (common.cli) counts exactly what was done.
+        # dropped, so the interrupt line (common.runner) counts exactly what was done.
         pool.shutdown(wait=True, cancel_futures=True)
     raise AssertionError("unreachable")
 
@@ -135,7 +137,9 @@ def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
     )
 
 
-def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor) -> Outcome:
+def _attempt(
+    kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor, ledger: progress.Ledger
+) -> Outcome:
     plan = planning.plan(_observe(kube, cr, pool))
     for obj in plan.gone:
         log.debug("already gone", extra=fields(object=obj.ref, kind=obj.kind.name))
@@ -157,7 +161,7 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
 
     if settings.dry_run:
         # The report (stdout) lists each decision; the log only says what was read.
-        handover = _hand_over(kube, plan, pool, dry_run=True)
+        handover = _hand_over(kube, plan, pool, ledger, dry_run=True)
         return Outcome(
             summary=f"dry run: would delete {len(plan.all_deletes)} object(s), patch "
             f"{len(handover.would_patch) + bool(plan.crd_patch)} object(s), keep "
@@ -169,15 +173,18 @@ def _attempt(kube: Kube, settings: Settings, cr: dict[str, Any], pool: Executor)
         raise refusal
     _check_access(kube, plan, pool)
 
-    ledger = progress.ledger()
     ledger.fulfil(START_TODO)
     ledger.expect(MARK_TODO)
     with ledger.phase(
         "legacy object(s)", "deleted", "to delete", total=len(plan.all_deletes)
     ) as deletions:
-        deleted = sum(_delete(kube, delete, deletions, first=True) for delete in plan.deletes_first)
-        handover = _hand_over(kube, plan, pool, dry_run=False)
-        deleted += sum(pool.map(lambda delete: _delete(kube, delete, deletions), plan.deletes))
+        deleted = sum(
+            _delete(kube, delete, ledger, deletions, first=True) for delete in plan.deletes_first
+        )
+        handover = _hand_over(kube, plan, pool, ledger, dry_run=False)
+        deleted += sum(
+            pool.map(lambda delete: _delete(kube, delete, ledger, deletions), plan.deletes)
+        )
     gone = len(plan.all_deletes) - deleted + len(plan.gone)
     marked = _mark(kube, cr)
     ledger.fulfil(MARK_TODO)
@@ -224,6 +231,7 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
 def _delete(
     kube: Kube,
     delete: planning.Delete,
+    ledger: progress.Ledger,
     deletions: progress.Phase | None = None,
     *,
     first: bool = False,
@@ -247,11 +255,13 @@ def _delete(
     if deletions is not None:
         deletions.advance()
     if first:
-        progress.ledger().note(f"{kind.name} {target.ref} deleted first")
+        ledger.note(f"{kind.name} {target.ref} deleted first")
     return existed
 
 
-def _hand_over(kube: Kube, plan: planning.Plan, pool: Executor, *, dry_run: bool) -> _Handover:
+def _hand_over(
+    kube: Kube, plan: planning.Plan, pool: Executor, ledger: progress.Ledger, *, dry_run: bool
+) -> _Handover:
     """Label and annotate the ServiceMapping CRD and every ServiceMapping for the module."""
     result = _Handover()
     if plan.mapping_version is None:
@@ -270,7 +280,7 @@ def _hand_over(kube: Kube, plan: planning.Plan, pool: Executor, *, dry_run: bool
         phase: progress.Phase | None = None
         if not dry_run:
             phase = stack.enter_context(
-                progress.ledger().phase("ServiceMappings", "handed over", "to hand over")
+                ledger.phase("ServiceMappings", "handed over", "to hand over")
             )
         for page in observe.mapping_pages(kube, version, phase.set_total if phase else None):
             for meta in page:

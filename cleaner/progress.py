@@ -8,7 +8,7 @@ deleted) and advances it as each item is confirmed. While it runs:
 - otherwise (JSON lines, or text into a file), a `progress` log line at most every 2 s;
 - nothing at all for a phase that ends within its first second (or 2 s off a terminal).
 
-The same ledger says, when a signal ends a run (common.cli.run), what was done and what
+The same ledger says, when a signal ends a run (common.runner.execute), what was done and what
 remains: the phases' counts, what the step noted as done, and what it expected still to do.
 """
 
@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from common.cli import NOTHING_CONFIRMED, STEP_TODO
 from common.logs import fields
+from common.runner import NOTHING_CONFIRMED, STEP_TODO, Run
 
 log = logging.getLogger("progress")
 
@@ -75,7 +75,7 @@ class Phase:
 
 
 class Ledger:
-    """What this run has done and still means to do; one per process run (see `reset`)."""
+    """What this run has done and still means to do; one per run (Run.progress, see `start`)."""
 
     def __init__(self, clock: Clock = time.monotonic, stream: TextIO | None = None) -> None:
         self.lock = threading.RLock()
@@ -178,34 +178,22 @@ def bar(phase: Phase, now: float) -> str:
     return f"{phase.count} {phase.noun} {phase.done_verb} ({rate:.0f}/s)"
 
 
-_current = Ledger()
-
-
-def ledger() -> Ledger:
-    return _current
-
-
-def reset(stream: TextIO | None = None, clock: Clock = time.monotonic) -> Ledger:
-    """A fresh ledger for a run; `stream` is the terminal to draw bars on (None: log lines)."""
-    global _current
-    _current = Ledger(clock, stream)
-    return _current
-
-
-def start(terminal: TextIO | None) -> Ledger:
-    """The ledger of a cleaner run, once logging is set up (common.cli.run calls it)."""
-    ledger = reset(terminal)
+def start(run: Run) -> Ledger:
+    """The ledger of a cleaner run, once logging is set up: kept in `run` for the interrupt
+    line, bars drawn on `run.terminal` (None: log lines)."""
+    ledger = Ledger(stream=run.terminal)
     ledger.expect(STEP_TODO)
     for handler in logging.getLogger().handlers:
-        install_log_filter(handler)
+        install_log_filter(handler, ledger)
+    run.progress = ledger
     return ledger
 
 
-def _before_log_line(_record: Any) -> bool:
-    _current.clear_bar()
-    return True
-
-
-def install_log_filter(handler: logging.Handler) -> None:
+def install_log_filter(handler: logging.Handler, ledger: Ledger) -> None:
     """A log line first takes the bar off the terminal, so that the two never mix."""
-    handler.addFilter(_before_log_line)
+
+    def before_log_line(_record: Any) -> bool:
+        ledger.clear_bar()
+        return True
+
+    handler.addFilter(before_log_line)

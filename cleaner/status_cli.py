@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run
+from common.cli import CONTEXT_SETTINGS, options_from, read_only_options, run_step
 from common.errors import RetryableError
-
-if TYPE_CHECKING:
-    from common.cluster.client import Kube
+from common.runner import Run
 
 # cp-status only reads.
 STATUS_EXIT_CODES = """\b
@@ -42,11 +40,12 @@ def main(**params: Any) -> None:
     output = params.pop("output")
     options = options_from(params)
 
-    def body(kube: Kube) -> None:
+    def body(run: Run) -> None:
         from cleaner.status.gather import gather
         from cleaner.status.render import render_table, to_json
+        from common.cli import connect
 
-        status = gather(kube)
+        status = gather(connect(options, run))
         if output == "json":
             click.echo(to_json(status))
         else:
@@ -57,7 +56,14 @@ def main(**params: Any) -> None:
                 "check the kubeconfig's identity and its permissions"
             )
 
-    run("status", options, body, remains="the status (cp-status only reads; nothing changed)")
+    from common import record
+
+    run_step(
+        record.attach(Run("status"), record_on_cr=False),
+        options,
+        body,
+        remains="the status (cp-status only reads; nothing changed)",
+    )
 
 
 if __name__ == "__main__":

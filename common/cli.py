@@ -1,4 +1,5 @@
-"""The thin click layer every tool shares: options, logging set-up, errors to exit codes.
+"""The thin click layer every tool shares: options, `connect`, and `run_step`, which hands a
+run to common.runner (where its outcome becomes the exit code) and exits with that code.
 
 Only click is imported at module level, so that `--help` stays fast; the cluster client and
 the tools' cores are imported when a command runs.
@@ -6,21 +7,21 @@ the tools' cores are imported when a command runs.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from common.errors import EXIT_OK, EXIT_RETRY, CpError
+from common.errors import EXIT_OK
+from common.runner import STEP_TODO
 
 if TYPE_CHECKING:
     from common.cluster.client import Kube
-    from common.record import Outcome
+    from common.runner import Run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,9 +37,6 @@ PACKAGE = "cp-migration"
 REVISION_ENV = "CP_MIGRATION_REVISION"  # set in the images from the REVISION build argument
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("", "0", "false", "no", "off", "n", "f")
-# What an interrupted run still meant to do, unless its step tracks more (the cleaner does).
-STEP_TODO = "all of this step's work (it is not marked done)"
-NOTHING_CONFIRMED = "no change of this run was confirmed"
 
 
 def package_version() -> str:
@@ -171,121 +169,27 @@ def options_from(params: dict[str, Any]) -> Options:
     )
 
 
-def connect(options: Options, tool: str) -> Kube:
-    """The client for the configured cluster; logs where it goes before the first request."""
+def connect(options: Options, run: Run) -> Kube:
+    """The client for the configured cluster, kept in `run`; logs where it goes before the
+    first request."""
     from common.cluster.client import Kube
     from common.cluster.kubeconfig import resolve
 
     connection = resolve(options.kubeconfig, options.context)
-    logging.getLogger(tool).info("cluster: %s", connection.describe())
-    return Kube(connection, user_agent=f"cp-migration/{tool}")
+    run.log.info("cluster: %s", connection.describe())
+    run.kube = Kube(connection, user_agent=f"cp-migration/{run.tool}", stop=run.stop)
+    for path in run.keep:
+        run.kube.keep(path)
+    return run.kube
 
 
-class Progress(Protocol):
-    """What a step that tracks its work (the cleaner) tells `run`."""
-
-    def summary(self) -> str: ...  # "done: ... Remains: ...", for the interrupt line
-
-    def clear_bar(self) -> None: ...  # take the progress bar off the terminal
-
-
-class Interrupted(BaseException):
-    """SIGTERM (the kubelet deleting the Pod) or SIGINT (Ctrl-C), raised in the main thread.
-    A BaseException, so that no `except Exception` on the way swallows it."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    import signal
-
-    from common.cluster.client import STOPPING
-
-    STOPPING.set()  # no request is tried again; requests in other threads end their waits
-
-    def at_once(again: int, _frame: Any) -> None:
-        # Every write is a single request: ending now leaves nothing half written.
-        sys.stderr.write(f"{signal.Signals(again).name} again: exiting at once\n")
-        os._exit(EXIT_RETRY)
-
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, at_once)
-    raise Interrupted(signal.Signals(signum).name)
-
-
-def run(
-    tool: str,
-    options: Options,
-    body: Callable[[Kube], Outcome | None],
-    progress: Callable[[TextIO | None], Progress] | None = None,
-    remains: str = STEP_TODO,
-    *,
-    step: str | None = None,
+def run_step(
+    run: Run, options: Options, body: Callable[[Run], int | None], remains: str = STEP_TODO
 ) -> NoReturn:
-    """Connect, run a tool's core and turn its outcome into the exit code, in this one place.
-    `progress(terminal)` starts the step's progress once logging is set up (`terminal` is
-    stderr on a terminal, else None); `remains` is what an interrupted run leaves undone.
-    `body` returns how the run ended (common.record.Outcome; None: done). A step's run ends
-    with its record (`step`: the name the record gives it; common.record.step_end): the
-    termination message, the record on the CR, a Warning Event."""
-    import signal
-    import threading
+    """Run a tool's core (common.runner.execute) and exit with its outcome's code."""
+    from common.runner import execute
 
-    from common import logs, record, redact
-    from common.cluster.client import STOPPING
-
-    # Each run starts afresh, as a process of its own does (tests run many in one).
-    redact.forget_all()
-    STOPPING.clear()
-    log_format = logs.setup(options.log_format, options.verbose)
-    terminal = sys.stderr if log_format == "text" and sys.stderr.isatty() else None
-    ledger = progress(terminal) if progress else None
-    log = logging.getLogger(tool)
-    previous = {}
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:
-        previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    kube: Kube | None = None
-    try:
-        kube = connect(options, tool)
-        if step is not None:
-            from common import cr
-
-            kube.keep(cr.CR_PATH)  # the record compares with the CR as the step saw it last
-        outcome = body(kube) or record.done(f"{tool} finished")
-        code = EXIT_OK
-    except CpError as err:
-        log.error(str(err))
-        code = err.exit_code
-        outcome = record.of_error(err)
-    except (Interrupted, KeyboardInterrupt) as err:
-        name = str(err) if isinstance(err, Interrupted) else "SIGINT"
-        done = ledger.summary() if ledger else f"done: {NOTHING_CONFIRMED}. Remains: {remains}"
-        # The kubelet (or the person) runs the step again; it continues from the cluster's state.
-        line = (
-            f"interrupted by {name}; the request in flight was finished or abandoned, "
-            f"nothing is half written. {done}. Exit 1: a rerun continues"
-        )
-        log.error(line, extra=logs.fields(signal=name))
-        code = EXIT_RETRY
-        outcome = record.interrupted(line)
-    except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
-        log.exception("unexpected failure: %s", err)
-        code = EXIT_RETRY
-        outcome = record.of_error(err)
-    finally:
-        if ledger:
-            ledger.clear_bar()
-    try:
-        if main_thread:
-            # A signal now only stops retries: the step's end is one request or two.
-            for number in previous:
-                signal.signal(number, lambda _signum, _frame: STOPPING.set())
-        if step is not None:
-            record.step_end(kube, step, outcome, f"cp-{tool}", dry_run=options.dry_run)
-        else:
-            record.termination_message(outcome)
-    except Exception as err:  # best effort: the exit code stands
-        log.warning("the end of the run could not be recorded: %s", err)
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    sys.exit(code)
+    outcome = execute(
+        run, body, log_format=options.log_format, verbosity=options.verbose, remains=remains
+    )
+    sys.exit(outcome.exit_code)

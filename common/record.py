@@ -23,12 +23,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import cr as crnames
 from common import reasons, redact
 from common.cluster.client import Kube, resource_path
 from common.errors import EXIT_REFUSED, EXIT_USAGE, ApiError, ConnectionFailed, CpError
 from common.logs import fields
+
+if TYPE_CHECKING:
+    from common.runner import Outcome as RunOutcome
+    from common.runner import Run
 
 log = logging.getLogger("record")
 
@@ -76,7 +81,7 @@ def attention(reason: str, message: str) -> Outcome:
     return Outcome(ATTENTION, reason, one_line(message))
 
 
-def ended(summary: str, attention_reason: str | None = None) -> Outcome:
+def ended_ok(summary: str, attention_reason: str | None = None) -> Outcome:
     """A step that exited 0: done, or attention with the reason its outcome names."""
     return attention(attention_reason, summary) if attention_reason else done(summary)
 
@@ -295,21 +300,39 @@ def termination_message(outcome: Outcome, environ: Mapping[str, str] | None = No
         )
 
 
-def step_end(
-    kube: Kube | None, step: str, outcome: Outcome, component: str, *, dry_run: bool
-) -> None:
-    """Everything a run leaves for the outside at its end: the termination message always;
-    on the CR (not on a dry run) the record and, for blocked or attention, the Warning Event
-    (each time for blocked, whose repeats count; for attention when the record moved)."""
-    termination_message(outcome)
-    if dry_run:
-        return
-    if kube is None:
-        log.info(
-            "the record is not written: there is no connection to the cluster",
-            extra=fields(result=outcome.result, reason=outcome.reason),
-        )
-        return
-    wrote = write(kube, step, outcome)
-    if outcome.result == BLOCKED or (outcome.result == ATTENTION and wrote):
-        warn(kube, step, outcome, component)
+def of_run(run: Run, ended: RunOutcome) -> Outcome:
+    """The record's outcome of how a run ended (common.runner)."""
+    if ended.interrupted:
+        done = run.progress.summary() if run.progress else "nothing of this run was confirmed"
+        return interrupted(f"interrupted by {ended.interrupted}: {done}; exit 1, a rerun continues")
+    if ended.error is not None:
+        return of_error(ended.error)
+    return ended_ok(run.summary or f"{run.tool} finished", run.attention)
+
+
+def attach(run: Run, *, dry_run: bool = False, record_on_cr: bool = True) -> Run:
+    """Hook the end of `run` (common.runner.step_ended): the termination message always; for
+    a step that changes the cluster (`record_on_cr`), and not on a dry run, the record on the
+    CR and, for blocked or attention, the Warning Event (each time for blocked, whose repeats
+    count; for attention when the record moved). The client keeps the CR as the run last
+    saw it, so that the record costs no read of its own."""
+
+    def at_end(run: Run, ended: RunOutcome) -> None:
+        outcome = of_run(run, ended)
+        termination_message(outcome)
+        if not record_on_cr or dry_run:
+            return
+        if run.kube is None:
+            log.info(
+                "the record is not written: there is no connection to the cluster",
+                extra=fields(result=outcome.result, reason=outcome.reason),
+            )
+            return
+        wrote = write(run.kube, run.tool, outcome)
+        if outcome.result == BLOCKED or (outcome.result == ATTENTION and wrote):
+            warn(run.kube, run.tool, outcome, f"cp-{run.tool}")
+
+    if record_on_cr:
+        run.keep.append(crnames.CR_PATH)
+    run.at_end.append(at_end)
+    return run

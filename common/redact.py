@@ -5,7 +5,7 @@ Two ways, both needed:
 - by key: a value under a credential-looking key (`password`, `clientSecret`, `secretData`,
   `proxy-credentials`, `tls.key`, ...) is masked at any depth: in plain data, in the YAML or
   JSON text embedded in a ConfigMap value, and all of a Secret's `data` / `stringData`;
-- by value: every value masked that way is remembered for the life of the process, and every
+- by value: every value masked that way is remembered for the run (a Registry), and every
   log line and rendered diff is scrubbed of it (and of its base64 form), wherever it turns up
   (an apiserver error quoting the object, kubectl's last-applied annotation, ...).
 
@@ -35,10 +35,6 @@ MIN_REMEMBERED = 8
 # Embedded YAML is redacted through its syntax tree only up to this size.
 _MAX_EMBEDDED = 1024 * 1024
 
-_lock = threading.Lock()
-_remembered: set[str] = set()
-_pattern: re.Pattern[str] | None = None
-
 
 def is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
@@ -52,21 +48,55 @@ def is_secret_key(key: object) -> bool:
     return bool(_KEY_HOLDER.search(normal)) or not _NAMES_ONE.search(normal)
 
 
+class Registry:
+    """The values a run has masked by key (and their base64 forms): every later log line and
+    diff of that run is scrubbed of them. One per run (common.runner.Run.secrets)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._remembered: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def remember(self, value: object) -> None:
+        """Mask this value (and its base64 form) in every later log line and diff."""
+        text = str(value) if isinstance(value, bool | int | float) else value
+        if not isinstance(text, str):
+            return
+        forms = {text, text.strip(), *(line.strip() for line in text.splitlines())}
+        with self._lock:
+            new = {form for form in forms if len(form) >= MIN_REMEMBERED} - self._remembered
+            for form in new:
+                self._remembered.add(form)
+                encoded = base64.b64encode(form.encode("utf-8", "surrogatepass")).decode()
+                self._remembered.add(encoded)
+            if new:  # longest first, so that a value containing another is masked whole
+                ordered = sorted(self._remembered, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(form) for form in ordered))
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._remembered.clear()
+            self._pattern = None
+
+    def scrub(self, text: str) -> str:
+        """Mask every remembered value in text."""
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None and text else text
+
+
+# The registry of the run in progress (common.runner.execute activates the run's own).
+_active = Registry()
+
+
+def activate(registry: Registry) -> None:
+    """Make `registry` the one remember() and scrub() use: the run's own."""
+    global _active
+    _active = registry
+
+
 def remember(value: object) -> None:
-    """Mask this value (and its base64 form) in every later log line and diff."""
-    global _pattern
-    text = str(value) if isinstance(value, bool | int | float) else value
-    if not isinstance(text, str):
-        return
-    forms = {text, text.strip(), *(line.strip() for line in text.splitlines())}
-    with _lock:
-        new = {form for form in forms if len(form) >= MIN_REMEMBERED} - _remembered
-        for form in new:
-            _remembered.add(form)
-            _remembered.add(base64.b64encode(form.encode("utf-8", "surrogatepass")).decode())
-        if new:  # longest first, so that a value containing another is masked whole
-            ordered = sorted(_remembered, key=len, reverse=True)
-            _pattern = re.compile("|".join(re.escape(form) for form in ordered))
+    """Mask this value (and its base64 form) in every later log line and diff of this run."""
+    _active.remember(value)
 
 
 def remember_all(value: Any) -> None:
@@ -94,16 +124,12 @@ def remember_credentials(value: Any) -> None:
 
 def forget_all() -> None:
     """For tests: start from nothing remembered."""
-    global _pattern
-    with _lock:
-        _remembered.clear()
-        _pattern = None
+    _active.forget_all()
 
 
 def scrub(text: str) -> str:
-    """Mask every remembered value in text."""
-    pattern = _pattern
-    return pattern.sub(MASK, text) if pattern is not None and text else text
+    """Mask every value this run remembered in text."""
+    return _active.scrub(text)
 
 
 def data(value: Any, *, secret: bool = False) -> Any:

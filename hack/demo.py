@@ -14,8 +14,8 @@ import cleaner.cli
 import cleaner.status_cli
 import migrator.cli
 from common import diff
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, Cluster
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster
 
 # (console script, click command) in init-container order.
 STEPS = (

@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from hack.bench_node import TaskEvents
-from tests.support import pods as P
-from tests.support.cluster import FIXTURES, Cluster
-from tests.support.images import build_images
-from tests.support.node import Node, _load_state
+from hack.bench.node import TaskEvents
+from hack.devenv import pods as P
+from hack.devenv.cluster import FIXTURES, Cluster
+from hack.devenv.images import build_images
+from hack.devenv.node.host import load_state
+from hack.devenv.node.node import Node
 
 
 def main() -> int:
@@ -22,7 +23,7 @@ def main() -> int:
     parser.add_argument("--node", type=Path, required=True, help="the `make node` state link")
     args = parser.parse_args()
     folder = args.node.resolve()
-    state = _load_state(folder)
+    state = load_state(folder)
     if state is None:
         print(f"no node in {args.node}; run `make node` first", file=sys.stderr)
         return 1
@@ -36,10 +37,10 @@ def main() -> int:
     print("== a legacy 2.9.3 installation; kyma-system enforces the `restricted` Pod Security")
     P.remove_deployment(cluster)
     from hack.demo import service_mappings
-    from tests.support import chain
+    from hack.devenv import legacy
 
     cluster.apply_file(FIXTURES / "crd-connectivityproxy.yaml")
-    chain.fresh_install(cluster)
+    legacy.fresh_install(cluster)
     cluster.apply(service_mappings(3))
     P.label_namespace_restricted(cluster)
 

@@ -21,12 +21,13 @@ from typing import Any
 
 from common import cr as crnames
 from common.cluster.client import resource_path
-from tests.support import chain, legacy
-from tests.support.cluster import AuditWindow, Cluster
-from tests.support.controlplane import ControlPlane
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, AuditWindow, Cluster
+from hack.devenv.controlplane import ControlPlane
+from tests.support import chain
 from tests.support.rbac import shared_mode_config
 
-CRD = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "crd-connectivityproxy.yaml"
+CRD = FIXTURES / "crd-connectivityproxy.yaml"
 
 
 def _seconds(stamp: str) -> float:
@@ -86,7 +87,7 @@ def measure(runs: int) -> str:
         for _ in range(runs):
             cluster.reset()
             cluster.apply_file(CRD)
-            chain.fresh_install(cluster)
+            legacy.fresh_install(cluster)
             for step in chain.CHAIN:
                 tool = step.name.removeprefix("cp-")
                 run(f"{tool}, first run (does its work)", step, tool)
@@ -95,7 +96,7 @@ def measure(runs: int) -> str:
                 run(f"{tool}, run again (nothing changed)", step, tool)
         cluster.reset()
         cluster.apply_file(CRD)
-        chain.fresh_install(cluster)
+        legacy.fresh_install(cluster)
         cluster.kube.merge_patch(
             resource_path("", "v1", "configmaps", crnames.NAMESPACE, "connectivity-proxy"),
             {"data": {legacy.CONFIG_KEY: shared_mode_config()}},

@@ -1,16 +1,13 @@
-"""cp-migrator command line: options in, core out, exit code from common.cli.run."""
+"""cp-migrator command line: options in, core out, exit code from common.runner."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run, shared_options
-
-if TYPE_CHECKING:
-    from common import record
-    from common.cluster.client import Kube
+from common.cli import CONTEXT_SETTINGS, EXIT_CODES, options_from, run_step, shared_options
+from common.runner import Run
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -39,12 +36,12 @@ def main(**params: Any) -> None:
     migrate_orphaned = params.pop("migrate_orphaned")
     options = options_from(params)
 
-    def body(kube: Kube) -> record.Outcome:
-        from common import record
+    def body(run: Run) -> None:
+        from common.cli import connect
         from migrator.core import Settings, migrate
 
         outcome = migrate(
-            kube,
+            connect(options, run),
             Settings(
                 dry_run=options.dry_run,
                 service_key_secret=service_key_secret,
@@ -54,6 +51,8 @@ def main(**params: Any) -> None:
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
-        return record.ended(outcome.summary, outcome.attention)
+        run.summary, run.attention = outcome.summary, outcome.attention
 
-    run("migrator", options, body, step="migrator")
+    from common import record
+
+    run_step(record.attach(Run("migrator"), dry_run=options.dry_run), options, body)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chain import fresh_install
-from tests.support.cluster import FIXTURES, SHARED_FIXTURES, Cluster
-from tests.support.controlplane import ControlPlane
+from hack.devenv.cluster import FIXTURES, SHARED_FIXTURES, Cluster
+from hack.devenv.controlplane import ControlPlane
+from hack.devenv.legacy import fresh_install
+from hack.devenv.pods import label_namespace_restricted, remove_deployment
 from tests.support.faultproxy import FaultProxy
 from tests.support.node import NodeCluster
 from tests.support.node import session as node_session
-from tests.support.pods import label_namespace_restricted, remove_deployment
 
 CP_CRD = FIXTURES / "crd-connectivityproxy.yaml"
 
@@ -59,7 +59,7 @@ def node() -> Iterator[NodeCluster]:
     """A real node (kubelet, containerd, controller-manager, scheduler) beside a control plane
     of its own, with the step images loaded; skipped where the machine cannot run it (a
     failure under CI). Per module, so that it stops once its tests are done instead of
-    running beside the rest of the suite. See tests/support/node.py."""
+    running beside the rest of the suite. See hack/devenv/node/."""
     yield from node_session()
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from common.cluster import answers
 from common.cluster.kubeconfig import Connection
 from common.cluster.transport import (
     ApiClientTransport,
@@ -57,10 +58,6 @@ def resource_path(
     return path + (f"/{subresource}" if subresource else "")
 
 
-# Set when a signal ends the run: no request is tried again, and waits end at once.
-STOPPING = threading.Event()
-
-
 def _seconds(variable: str, default: float) -> float:
     raw = os.environ.get(variable, "").strip()
     try:
@@ -82,13 +79,18 @@ class Kube:
         request_timeout: float | None = None,
         transport: Transport | None = None,
         pool_size: int = 16,
+        stop: threading.Event | None = None,
     ) -> None:
         self.connection = connection
+        # Set when a signal ends the run: no request is tried again, and waits end at once.
+        self.stop = stop or threading.Event()
         self.user_agent = user_agent
         self.retry_seconds = retry_seconds or _seconds("CP_RETRY_SECONDS", 30)
         self.request_timeout = request_timeout or _seconds("CP_REQUEST_TIMEOUT", 15)
         self._transport = transport or ApiClientTransport(connection, pool_size)
         self.request_count = 0
+        self._served: set[tuple[str, str]] | None = None  # discovery, read once when needed
+        self._served_lock = threading.Lock()
         # Paths whose latest object (as read or written) the client keeps: kept(path).
         self._kept: dict[str, dict[str, Any] | None] = {}
         self._keeping: set[str] = set()
@@ -163,34 +165,74 @@ class Kube:
             except Exception as err:  # urllib3 raises many kinds: all "no answer"
                 cause = _cause(err)
                 delay = next_delay(attempt) if may_repeat or _never_sent(err) else None
-                if delay is None or STOPPING.is_set():
+                if delay is None or self.stop.is_set():
                     raise ConnectionFailed(
                         f"{what}: no answer from the apiserver {server} after {attempt} "
                         f"attempt(s): {cause}"
                     ) from err
                 log.warning("%s: %s; attempt %d, retrying in %.1fs", what, cause, attempt, delay)
-                STOPPING.wait(delay)
+                self.stop.wait(delay)
                 continue
             if response.status < 400:
-                answer = json.loads(response.data) if response.data else {}
+                answer = self._object(what, response)
                 if self._keeping:
                     self._remember(method, path, query, answer)
                 return answer
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = next_delay(attempt, response.headers.get("retry-after"))
-                if delay is not None and not STOPPING.is_set():
+                if delay is not None and not self.stop.is_set():
                     log.debug("retrying %s after %s in %.2fs", what, response.status, delay)
-                    STOPPING.wait(delay)
+                    self.stop.wait(delay)
                     continue
+            if answers.status_body(response.headers, response.data) is None:
+                raise self._not_a_status(what, path, response)
             raise _api_error(method, path, response, self.connection)
+
+    def _object(self, what: str, response: Response) -> dict[str, Any]:
+        """A 2xx's JSON object; a 3xx or anything but JSON did not come from an apiserver."""
+        body = answers.parsed(response.data) if answers.is_json(response.headers) else None
+        if response.status >= 300 or not isinstance(body, dict):
+            raise answers.not_apiserver(
+                what, self.connection.server, response.status, response.headers, response.data
+            )
+        return body
+
+    def _not_a_status(self, what: str, path: str, response: Response) -> Exception:
+        """An error status without the apiserver's Status body: a 404 under /apis/GROUP/VERSION
+        is the apiserver's "absent" when discovery (`GET /apis`) answers as an apiserver does
+        (it answers those in plain text); anything else is not the apiserver's answer."""
+        served_gv = answers.group_version(path)
+        if response.status != 404 or served_gv is None:
+            return answers.not_apiserver(
+                what, self.connection.server, response.status, response.headers, response.data
+            )
+        served = self.served_group_versions()
+        if served is None:
+            return answers.not_apiserver(
+                what, self.connection.server, response.status, response.headers, response.data
+            )
+        # Discovery answered as an apiserver does, so the 404 is the apiserver's own: it
+        # answers in plain text for a group/version no CRD serves, and for one whose CRD is
+        # being added or removed (discovery may still list it for a moment).
+        group, version = served_gv
+        listed = "lists it: a CRD being added or removed" if served_gv in served else "not listed"
+        message = f"the apiserver does not serve {group}/{version} here (discovery {listed})"
+        return ApiError(what.split()[0], path, 404, "NotFound", message, {})
+
+    def served_group_versions(self) -> set[tuple[str, str]] | None:
+        """The (group, version) pairs the apiserver serves, from `GET /apis`, read once."""
+        with self._served_lock:
+            if self._served is None:
+                self._served = answers.served_group_versions(self.request("GET", "/apis"))
+            return self._served
 
     def get(self, path: str, *, accept: str = "application/json") -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
             return self.request("GET", path, accept=accept)
         except ApiError as err:
-            if err.status == 404:
+            if err.status == 404 and err.status_reason == "NotFound":  # the apiserver's own word
                 if self._keeping:
                     self._remember("GET", path, None, None)
                 return None
@@ -248,7 +290,7 @@ class Kube:
         try:
             self.request("DELETE", path, body={"apiVersion": "v1", **body}, retry_safe=True)
         except ApiError as err:
-            if err.status == 404:
+            if err.status == 404 and err.status_reason == "NotFound":
                 return False
             raise
         return True

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cluster import kubeconfig_rules as rules
 from common.errors import RetryableError, UsageError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -95,19 +96,22 @@ def resolve(
 ) -> Connection:
     env = dict(os.environ) if environ is None else environ
     if kubeconfig:
+        if Path(kubeconfig).is_dir():
+            raise UsageError(f"--kubeconfig {kubeconfig}: a directory, not a kubeconfig file")
         if not Path(kubeconfig).is_file():
             raise UsageError(f"--kubeconfig {kubeconfig}: no such file")
         return _from_files([kubeconfig], context, f"--kubeconfig {kubeconfig}")
     listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
     if listed:
-        existing = [p for p in listed if Path(p).is_file()]
+        existing, empty = rules.usable_files(listed)
         if not existing:
+            what = "only empty files" if empty else "no file that exists"
             raise UsageError(
-                f"KUBECONFIG names no file that exists ({', '.join(listed)}); "
+                f"KUBECONFIG names {what} ({', '.join(listed)}); "
                 "fix it or unset it (kubectl does not fall back either)"
             )
         return _from_files(existing, context, f"KUBECONFIG={env['KUBECONFIG']}")
-    default = (home or Path.home()) / ".kube" / "config"
+    default = rules.home_file(env, home)
     if default.is_file():
         return _from_files([str(default)], context, str(default))
     if env.get("KUBERNETES_SERVICE_HOST") and not context:
@@ -144,6 +148,8 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
 
     try:
         merger = KubeConfigMerger(os.pathsep.join(paths))  # type: ignore[no-untyped-call]
+        for path in merger.paths:
+            rules.check_types(path, merger.config_files[path])
         currents = [merger.config_files[p].get("current-context") for p in merger.paths]
         name = context or next((current for current in currents if current), None)
         if not name:
@@ -163,6 +169,11 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         if user_name and user_node is None:  # kubectl would prompt; we must not go anonymous
             raise UsageError(f"{source}: context {name!r}: user {user_name!r} not found")
         user = user_node["user"] if user_node else None
+        # As kubectl: each entry's relative paths against its own file (in memory only).
+        rules.check_cluster(cluster.path, str(cluster_name), cluster["cluster"].value)
+        rules.anchor_cluster(cluster.path, cluster["cluster"].value)
+        if user is not None:
+            rules.anchor_user(user.path, user.value)
         loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
             config_dict=config, active_context=name, config_base_path=None
         )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds kubelet, kube-controller-manager and kube-scheduler (the node beside the test control
-# plane, see tests/support/node.py) from the Go module in node/ with one `go build`, into the
+# plane, see hack/devenv/node/) from the Go module in node/ with one `go build`, into the
 # same cache directory as kube-apiserver and etcd (hack/controlplane/build.sh), once.
 # About 80 s when the apiserver's build cache is warm, about 7 minutes from an empty one.
 # Prints the directory that holds all five binaries.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the test node (tests/support/node.py) runs on, from Debian: containerd 1.6
+# Installs what the test node (hack/devenv/node/) runs on, from Debian: containerd 1.6
 # (with ctr), runc, the CNI plugins (bridge, host-local) and a static busybox for the pause and
 # stand-in operator images. Idempotent; needs root (CI runs it from .ci/run). Nothing is
 # started or enabled here: the node fixture runs containerd itself, with its own config and

@@ -25,18 +25,16 @@ from click.testing import CliRunner
 from common.cluster.client import resource_path
 from common.cr import RECORD_ANNOTATIONS
 from common.errors import ApiError
-from tests.support import legacy
-from tests.support.cluster import (
+from hack.devenv import legacy
+from hack.devenv.cluster import (
     CLUSTER_SCOPED,
-    FIXTURES,
     NAMESPACED,
     OWNED_PREFIXES,
     TEST_NAMESPACES,
     Cluster,
     ToolResult,
-    load_manifests,
 )
-from tests.support.cluster import AuditWindow as BaseAuditWindow
+from hack.devenv.cluster import AuditWindow as BaseAuditWindow
 
 
 @dataclass(frozen=True)
@@ -70,68 +68,7 @@ CHAIN: tuple[Step, ...] = tuple(s for s in (MIGRATOR, BACKUP, CLEANER) if _built
 # Small budgets so that faults cost seconds, not the production defaults' minutes.
 FAST_RETRIES = {"CP_RETRY_SECONDS": "8", "CP_REQUEST_TIMEOUT": "1"}
 
-SERVICE_MAPPINGS = ("connectivityproxy.sap.com", "v1", "servicemappings")
-SERVICE_MAPPINGS_CRD = "servicemappings.connectivityproxy.sap.com"
 CP_CRD = "connectivityproxies.connectivityproxy.sap.com"
-BACKUP_NAMESPACE = "connectivity-proxy-backup"
-
-
-# -- installation ------------------------------------------------------------------------------
-
-
-def service_mapping(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "connectivityproxy.sap.com/v1",
-        "kind": "ServiceMapping",
-        "metadata": {"name": name},
-        "spec": {
-            "type": "RFC",
-            "subaccountId": "1b3c5d7e-9f21-4a6b-8c0d-2e4f6a8b0c1d",
-            "serviceId": name,
-            "internalAddress": f"{name}.default.svc.cluster.local:3300",
-        },
-    }
-
-
-def fresh_install(cluster: Cluster) -> None:
-    """An empty cluster (no backup namespace either) with the standard installation."""
-    cluster.reset()
-    backup_namespace = resource_path("", "v1", "namespaces", name=BACKUP_NAMESPACE)
-    if cluster.kube.get(backup_namespace) is not None:
-        # Emptied by reset(); no controller manager, so the deletion is finished by hand.
-        cluster.kube.delete(backup_namespace)
-        cluster.finalize_namespace(BACKUP_NAMESPACE)
-    install_standard(cluster)
-
-
-def install_standard(cluster: Cluster) -> None:
-    """The legacy installation the full chain runs against: the user configuration, the
-    legacy workloads, RBAC, webhook, Istio and certificate objects, two ServiceMappings, and
-    the module's default CR. Third-party CRDs are (re)applied, which also resets the
-    ServiceMapping CRD's labels and annotations that a cleaner run adds."""
-    crds = load_manifests(FIXTURES / "crds-third-party.yaml")
-    crd_collection = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-    present = set(_list_names(cluster, crd_collection))
-    if all(crd["metadata"]["name"] in present for crd in crds):
-        # Only the ServiceMapping CRD's metadata changes in a run; re-applying just it is
-        # much cheaper than waiting for every CRD to be established again.
-        crds = [crd for crd in crds if crd["metadata"]["name"] == SERVICE_MAPPINGS_CRD]
-    cluster.apply(crds)
-    for name in _list_names(cluster, resource_path(*SERVICE_MAPPINGS)):
-        cluster.kube.delete(resource_path(*SERVICE_MAPPINGS, name=name))
-    legacy.install(cluster)
-    cluster.apply_file(FIXTURES / "legacy-objects.yaml")
-    cluster.apply_file(FIXTURES / "legacy-istio-objects.yaml")
-    cluster.apply([service_mapping("erp-backend"), service_mapping("crm-backend")])
-
-
-def _list_names(cluster: Cluster, collection: str) -> list[str]:
-    try:
-        return [item["metadata"]["name"] for item in cluster.kube.list(collection)]
-    except ApiError as err:
-        if err.status == 404:
-            return []
-        raise
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -334,7 +271,7 @@ def snapshot(cluster: Cluster) -> dict[str, dict[str, Any]]:
                 if item["metadata"]["name"] == "kube-root-ca.crt":
                     continue
                 found[f"{collection}/{item['metadata']['name']}"] = normalized(item)
-    cluster_scoped = [*CLUSTER_SCOPED, SERVICE_MAPPINGS]
+    cluster_scoped = [*CLUSTER_SCOPED, legacy.SERVICE_MAPPINGS]
     for group, version, plural in cluster_scoped:
         collection = resource_path(group, version, plural)
         for item in _list(cluster, collection):
@@ -348,7 +285,7 @@ def snapshot(cluster: Cluster) -> dict[str, dict[str, Any]]:
         if ns is not None:
             terminating = bool(ns["metadata"].get("deletionTimestamp"))
             found[path] = {"exists": True, "terminating": terminating}
-    for crd in (SERVICE_MAPPINGS_CRD, CP_CRD):
+    for crd in (legacy.SERVICE_MAPPINGS_CRD, CP_CRD):
         path = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=crd)
         obj = cluster.kube.get(path)
         if obj is not None:
@@ -420,7 +357,7 @@ def resource_versions(cluster: Cluster) -> dict[str, str]:
                     if plural == "connectivityproxies"
                     else item["metadata"]["resourceVersion"]
                 )
-    for group, version, plural in [*CLUSTER_SCOPED, SERVICE_MAPPINGS]:
+    for group, version, plural in [*CLUSTER_SCOPED, legacy.SERVICE_MAPPINGS]:
         for item in _list(cluster, resource_path(group, version, plural)):
             versions[f"{plural}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
     for namespace in TEST_NAMESPACES:

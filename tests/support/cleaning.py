@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from cleaner import observe
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, AuditWindow, Cluster
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, AuditWindow, Cluster
 
 THIRD_PARTY = FIXTURES / "crds-third-party.yaml"
 

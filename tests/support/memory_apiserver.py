@@ -1,5 +1,5 @@
 """An in-memory stand-in for the apiserver, for the planning-level sweep over every starting
-state (tests/test_convergence_states.py): thousands of states in seconds, where the real
+state (tests/cluster/test_convergence_states.py): thousands of states in seconds, where the real
 apiserver manages about one a second. It keeps the semantics the tools rely on (404, 409 on a
 resourceVersion or uid precondition and on AlreadyExists, JSON merge patch, server-side dry
 run, a Terminating namespace refusing new objects, metadata-only answers, aggregated
@@ -48,6 +48,8 @@ CLUSTER_SCOPED = {"namespaces", CRD_PLURAL, "clusterroles", "clusterrolebindings
     "validatingwebhookconfigurations",
     "priorityclasses",
 }
+
+JSON = {"content-type": "application/json"}  # as the apiserver answers
 
 
 def _error(method: str, path: str, status: int, reason: str, message: str) -> ApiError:
@@ -145,9 +147,9 @@ class MemoryApiserver:
                 method, unquote(parts.path), query, body, headers.get("Accept", "")
             )
         except ApiError as err:
-            data = {"reason": err.status_reason, "message": err.api_message}
-            return Response(err.status, {}, json.dumps(data).encode())
-        return Response(200, {}, json.dumps(answer).encode())
+            data = {"kind": "Status", "reason": err.status_reason, "message": err.api_message}
+            return Response(err.status, JSON, json.dumps(data).encode())
+        return Response(200, JSON, json.dumps(answer).encode())
 
     def handle(
         self,

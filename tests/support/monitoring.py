@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.cluster import REPO, Cluster
+from hack.devenv.cluster import REPO, Cluster
 
 BUILD_SCRIPT = REPO / "hack" / "monitoring" / "build.sh"
 MONITORING = REPO / "deploy" / "monitoring"

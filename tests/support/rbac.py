@@ -21,9 +21,10 @@ from common import backups, record
 from common import cr as crnames
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
-from tests.support import chain, legacy
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, REPO, Cluster, ToolResult, load_manifests
+from tests.support import chain
 from tests.support.cleaning import wait_discovery
-from tests.support.cluster import FIXTURES, REPO, Cluster, ToolResult, load_manifests
 
 DEPLOY_RBAC = REPO / "deploy" / "rbac.yaml"
 DEPLOY_NAMESPACE = REPO / "deploy" / "namespace.yaml"
@@ -69,7 +70,7 @@ SCENARIOS: dict[tuple[str, ...], str] = {
     },
 }
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
-# is lost is the Event itself (which tests/test_rbac_steps.py expects).
+# is lost is the Event itself (which tests/cluster/test_rbac_steps.py expects).
 BEST_EFFORT = {("create", "events")}
 # The Warning Event's repeats: without them the refused run is refused all the same, and what
 # is lost is the Event's count.
@@ -366,14 +367,14 @@ class Lab:
 
     def reinstall(self) -> None:
         self.cluster.apply_file(CP_CRD)
-        chain.fresh_install(self.cluster)
+        legacy.fresh_install(self.cluster)
         crds = load_manifests(THIRD_PARTY)
         wait_discovery(
             self.cluster,
             {(crd["spec"]["group"], crd["spec"]["names"]["plural"]) for crd in crds},
             served=True,
         )
-        self.cluster.apply([chain.service_mapping("hr-backend")])  # a third ServiceMapping
+        self.cluster.apply([legacy.service_mapping("hr-backend")])  # a third ServiceMapping
         self.apply_rbac()  # reset() removed the roles and bindings
         self.legacy_intact = True
         self.ready_for_cleaner = False
@@ -526,7 +527,7 @@ class Lab:
             "v1",
             "customresourcedefinitions",
             None,
-            chain.SERVICE_MAPPINGS_CRD,
+            legacy.SERVICE_MAPPINGS_CRD,
         )
         found["crd/servicemappings"] = crd["metadata"]["resourceVersion"] if crd else "-"
         return found

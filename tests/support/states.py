@@ -14,7 +14,7 @@ A state is a history plus what happened after it:
   tool made, or the backup namespace deleted and held by its finalizer (Terminating);
 - `mappings`: the ServiceMapping CRD (and one ServiceMapping) is there or not.
 
-The same builders run on the real apiserver (tests/support/cluster.Cluster) and on the
+The same builders run on the real apiserver (hack/devenv/cluster.Cluster) and on the
 in-memory one (tests/support/memory_apiserver), through `Env`.
 """
 
@@ -37,9 +37,9 @@ from common import backups
 from common import cr as crnames
 from common.cluster.client import Kube, resource_path
 from common.errors import ApiError, CpError
+from hack.devenv import legacy
+from hack.devenv.cluster import FIXTURES, Cluster, load_manifests
 from migrator import core as migrator_core
-from tests.support import legacy
-from tests.support.cluster import FIXTURES, Cluster, load_manifests
 
 CONFIG_KEY = legacy.CONFIG_KEY
 # A value only the user's configuration has: where it is, the configuration is.
@@ -674,7 +674,7 @@ def _plural(kind: str) -> str:
 
 
 class ClusterEnv:
-    """The same builders on the real apiserver (tests/support/cluster.Cluster)."""
+    """The same builders on the real apiserver (hack/devenv/cluster.Cluster)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
