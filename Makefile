@@ -58,10 +58,14 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+# ruff, mypy --strict, and the layer rules (hack/layers.py: plans import no kubernetes, tools
+# never import each other, common imports no tool, common/cluster no Kyma vocabulary, only the
+# cli modules import click).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m hack.layers
 
 format: install
 	$(BIN)/ruff format .

@@ -7,18 +7,16 @@ import logging
 from dataclasses import dataclass
 
 from backup import plan as planning
-from common import backups as names
-from common import cr as crnames
-from common import reasons
-from common.cluster.client import Kube, resource_path
+from common import backups, kyma, reasons
+from common.cluster.client import Kube, configmap_path, resource_path
+from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
 from common.errors import RetryableError, StaleView
 from common.logs import fields
 from common.retry import replan_on_conflict
 
 log = logging.getLogger("backup")
 
-NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=names.NAMESPACE)
-CR_NAME = f"{crnames.NAMESPACE}/{crnames.NAME}"
+NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
 
 
 @dataclass(frozen=True)
@@ -39,10 +37,6 @@ class StaleBackup(StaleView):
     """A backup read back is not what this run wrote: another run wrote it since."""
 
 
-def configmap_path(namespace: str, name: str | None = None) -> str:
-    return resource_path("", "v1", "configmaps", namespace, name)
-
-
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -58,17 +52,15 @@ def backup(kube: Kube, settings: Settings) -> Outcome:
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
     # The CR first: when it exists so does its CRD, which needs a look only after a 404 (to
     # say which of the two is missing). One request fewer on every run that has work to do.
-    cr = crnames.get_cr(kube)
-    crd = cr is not None or crnames.crd_exists(kube)
-    skip = planning.skip_reason(crd, cr)
+    cr = get_cr(kube)
+    crd = cr is not None or crd_exists(kube)
+    skip = skip_reason(crd, cr, step="back up")
     if skip is not None or cr is None:
-        log.info(skip, extra=fields(object=CR_NAME))
+        log.info(skip, extra=fields(object=kyma.CR_REF))
         return Outcome(summary=f"nothing to do: {skip}")
 
     namespace = kube.get(NAMESPACE_PATH)
-    sources = {
-        name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
-    }
+    sources = {name: kube.get(configmap_path(kyma.NAMESPACE, name)) for name in kyma.SOURCES}
     if (
         namespace is not None
         and namespace["metadata"].get("deletionTimestamp")
@@ -76,7 +68,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     ):
         finalizers = ", ".join((namespace.get("spec") or {}).get("finalizers") or []) or "none"
         raise RetryableError(
-            f"namespace {names.NAMESPACE} is being deleted (Terminating; finalizers: "
+            f"namespace {kyma.BACKUP_NAMESPACE} is being deleted (Terminating; finalizers: "
             f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
             "creates it again",
             reason=reasons.BACKUP_NAMESPACE_TERMINATING,
@@ -84,13 +76,16 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     # One LIST of the (small) backup namespace: the backups, and the copies kept of backups
     # another tool made (their names derive from their content, so they are not read by name).
     present = (
-        {item["metadata"]["name"]: item for item in kube.list(configmap_path(names.NAMESPACE))}
+        {
+            item["metadata"]["name"]: item
+            for item in kube.list(configmap_path(kyma.BACKUP_NAMESPACE))
+        }
         if namespace
         else {}
     )
-    found = {name: present.get(name) for name in names.SOURCES}
+    found = {name: present.get(name) for name in kyma.SOURCES}
     preserved = {
-        name: present.get(names.preserved_name(name, backup))
+        name: present.get(backups.preserved_name(name, backup))
         for name, backup in found.items()
         if backup is not None and sources.get(name) and planning.foreign_problem(backup)
     }
@@ -104,18 +99,18 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     )
     plan = planning.plan_backup(inputs)
     if not plan.writes and not plan.create_namespace and not plan.needs_mark(cr):
-        log.info("already backed up and verified; nothing to do", extra=fields(object=CR_NAME))
+        log.info("already backed up and verified; nothing to do", extra=fields(object=kyma.CR_REF))
         return Outcome(
-            summary=f"nothing to do: {CR_NAME} is already backed up" + _missing(plan),
+            summary=f"nothing to do: {kyma.CR_REF} is already backed up" + _missing(plan),
             attention=reasons.BACKUP_INCOMPLETE if plan.missing else None,
         )
-    if crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP):
+    if is_marked(cr, kyma.ANNOTATION_BACKED_UP):
         log.info(
             "marked backed up, but the backups are not all verified copies of ours; backing up",
-            extra=fields(object=CR_NAME),
+            extra=fields(object=kyma.CR_REF),
         )
     if plan.create_namespace:
-        log.info("namespace is absent; creating it", extra=fields(object=names.NAMESPACE))
+        log.info("namespace is absent; creating it", extra=fields(object=kyma.BACKUP_NAMESPACE))
     for action in plan.actions:
         level = (
             logging.WARNING
@@ -128,11 +123,11 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     if settings.dry_run:
         planned = [f"{a.verb} {a.object}" for a in plan.writes]
         if plan.create_namespace:
-            planned.insert(0, f"create namespace {names.NAMESPACE}")
+            planned.insert(0, f"create namespace {kyma.BACKUP_NAMESPACE}")
         return Outcome(
             summary="dry run: would "
             + (", ".join(planned) or "write nothing")
-            + f", then mark {CR_NAME} backed up",
+            + f", then mark {kyma.CR_REF} backed up",
             diff=rendered,
         )
 
@@ -144,8 +139,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
                 "apiVersion": "v1",
                 "kind": "Namespace",
                 "metadata": {
-                    "name": names.NAMESPACE,
-                    "labels": {names.LABEL: names.LABEL_VALUE},
+                    "name": kyma.BACKUP_NAMESPACE,
+                    "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
                 },
             },
         )
@@ -154,29 +149,28 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         name = action.after["metadata"]["name"]
         if action.verb in (planning.CREATE, planning.PRESERVE):
             # A 409 (another run made it first) re-observes: the copy is then found.
-            kube.create(configmap_path(names.NAMESPACE), action.after)
+            kube.create(configmap_path(kyma.BACKUP_NAMESPACE), action.after)
         else:
             # PUT carries the resourceVersion we read: a concurrent change is a 409, not lost.
-            kube.replace(configmap_path(names.NAMESPACE, name), action.after)
+            kube.replace(configmap_path(kyma.BACKUP_NAMESPACE, name), action.after)
         done = "preserved the earlier copy" if action.verb == planning.PRESERVE else "the backup"
         log.info(f"{action.verb}d {done}", extra=fields(object=action.object))
 
     _verify(kube, plan)
     # Marked last, and only under the CR's resourceVersion we started from.
-    marked = crnames.mark(kube, cr, plan.mark_annotations())
+    marked = mark(kube, cr, plan.mark_annotations())
     log.info(
         "backed up and marked",
         extra=fields(
-            object=CR_NAME,
-            annotation=crnames.ANNOTATION_BACKED_UP,
-            missing=names.format_missing(plan.missing) or None,
+            object=kyma.CR_REF,
+            annotation=kyma.ANNOTATION_BACKED_UP,
+            missing=backups.format_missing(plan.missing) or None,
         ),
     )
     copied = len(plan.expected_digests)
-    message = f"cp-backup keeps a verified copy of {copied} ConfigMap(s) in {names.NAMESPACE}"
-    if plan.missing:
-        message += f"; missing from {names.SOURCE_NAMESPACE}: {', '.join(plan.missing)}"
-    crnames.record_event(kube, marked, "BackedUp", message, "cp-backup")
+    message = f"cp-backup keeps a verified copy of {copied} ConfigMap(s) in {kyma.BACKUP_NAMESPACE}"
+    message += _missing(plan)
+    record_event(kube, marked, "BackedUp", message, "cp-backup")
     return Outcome(
         summary=message,
         diff=rendered,
@@ -188,22 +182,25 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
 def _missing(plan: planning.BackupPlan) -> str:
     if not plan.missing:
         return ""
-    return f"; missing from {names.SOURCE_NAMESPACE}: {', '.join(plan.missing)}"
+    return f"; missing from {kyma.NAMESPACE}: {', '.join(plan.missing)}"
 
 
 def _verify(kube: Kube, plan: planning.BackupPlan) -> None:
     """Read every backup back (one LIST, the read the observation made too): the CR is marked
     only when what is stored is what we meant."""
     problems = []
-    found = {item["metadata"]["name"]: item for item in kube.list(configmap_path(names.NAMESPACE))}
+    found = {
+        item["metadata"]["name"]: item for item in kube.list(configmap_path(kyma.BACKUP_NAMESPACE))
+    }
     for name, digest in plan.expected_digests.items():
         stored = found.get(name)
         problem = planning.readback_problem(stored, digest)
         if problem:
-            problems.append(f"ConfigMap {names.NAMESPACE}/{name}: {problem}")
+            problems.append(f"ConfigMap {kyma.BACKUP_NAMESPACE}/{name}: {problem}")
         else:
             log.info(
-                "verified the backup's digest", extra=fields(object=f"{names.NAMESPACE}/{name}")
+                "verified the backup's digest",
+                extra=fields(object=kyma.ref(kyma.BACKUP_NAMESPACE, name)),
             )
     if problems:
         raise StaleBackup(

@@ -6,10 +6,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups as names
-from common import cr as crnames
-from common import diff, reasons
+from common import backups, diff, kyma, reasons
 from common.backups import content_digest
+from common.cr import is_marked
 from common.errors import RefusedError
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -34,10 +33,6 @@ class Action:
     @property
     def writes(self) -> bool:
         return self.verb in (CREATE, UPDATE, PRESERVE)
-
-
-def _ref(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
 
 
 def _metadata(obj: dict[str, Any], key: str) -> dict[str, str]:
@@ -99,26 +94,6 @@ def render(actions: list[Action]) -> str:
 # -- cp-backup ---------------------------------------------------------------------------------
 
 
-def skip_reason(crd_exists: bool, cr: dict[str, Any] | None) -> str | None:
-    """Why cp-backup has nothing to do, or None when it should run."""
-    cr_name = _ref(crnames.NAMESPACE, crnames.NAME)
-    if not crd_exists:
-        return f"the CRD {crnames.CRD_NAME} is not installed; nothing to back up"
-    if cr is None:
-        return f"ConnectivityProxy {cr_name} does not exist; nothing to back up"
-    if crnames.is_marked(cr, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
-        return (
-            f"{cr_name} is cleaned: the migration is complete (legacy ConfigMaps that appear "
-            "again later are not the configuration the CR holds)"
-        )
-    if not crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
-        return (
-            f"{cr_name} is not migrated yet (no {crnames.ANNOTATION_MIGRATED}); "
-            "there is nothing to back up yet"
-        )
-    return None
-
-
 @dataclass(frozen=True)
 class BackupInputs:
     """What `observe` read; plain data only. Both maps are keyed by ConfigMap name."""
@@ -148,13 +123,13 @@ class BackupPlan:
     def needs_mark(self, cr: dict[str, Any]) -> bool:
         """Whether the CR must be marked: it is not yet, or this plan writes backups. A done
         backup is not marked twice, also after the cleaner removed its sources."""
-        return bool(self.writes) or not crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP)
+        return bool(self.writes) or not is_marked(cr, kyma.ANNOTATION_BACKED_UP)
 
     def mark_annotations(self) -> dict[str, str | None]:
         """The CR's marks; None removes a stale list of missing sources (merge patch)."""
         return {
-            crnames.ANNOTATION_BACKED_UP: "true",
-            names.MISSING_SOURCES_ANNOTATION: names.format_missing(self.missing) or None,
+            kyma.ANNOTATION_BACKED_UP: "true",
+            kyma.MISSING_SOURCES_ANNOTATION: backups.format_missing(self.missing) or None,
         }
 
 
@@ -163,29 +138,26 @@ def backup_content(source: dict[str, Any], now: str) -> dict[str, Any]:
     kubectl's last-applied copy) plus ours, recording where it came from and its digest."""
     meta = source["metadata"]
     content = content_of(source, ignore=(LAST_APPLIED,))
-    content["metadata"]["labels"][names.LABEL] = names.LABEL_VALUE
+    content["metadata"]["labels"][kyma.BACKUP_LABEL] = kyma.BACKUP_LABEL_VALUE
     content["metadata"]["annotations"].update(
         {
-            names.SOURCE_NAMESPACE_ANNOTATION: meta["namespace"],
-            names.SOURCE_NAME_ANNOTATION: meta["name"],
-            names.SOURCE_UID_ANNOTATION: meta["uid"],
-            names.SOURCE_RESOURCE_VERSION_ANNOTATION: meta["resourceVersion"],
-            names.TIME_ANNOTATION: now,
-            names.DIGEST_ANNOTATION: content_digest(source),
+            kyma.SOURCE_NAMESPACE_ANNOTATION: meta["namespace"],
+            kyma.SOURCE_NAME_ANNOTATION: meta["name"],
+            kyma.SOURCE_UID_ANNOTATION: meta["uid"],
+            kyma.SOURCE_RESOURCE_VERSION_ANNOTATION: meta["resourceVersion"],
+            kyma.BACKUP_TIME_ANNOTATION: now,
+            kyma.BACKUP_DIGEST_ANNOTATION: content_digest(source),
         }
     )
     return content
 
 
-is_ours = names.is_ours
-
-
 def foreign_problem(backup: dict[str, Any]) -> str | None:
     """Why a copy in the backup namespace must be preserved before cp-backup writes its own,
     or None when it is a sound copy of ours."""
-    if not is_ours(backup):
+    if not backups.is_ours(backup):
         return "cp-backup did not make it (the original backup.sh, or a person)"
-    problem = names.digest_problem(backup)
+    problem = backups.digest_problem(backup)
     return f"it was changed after cp-backup made it ({problem})" if problem else None
 
 
@@ -194,18 +166,20 @@ def preserved_copy(foreign: dict[str, Any], name: str, reason: str, now: str) ->
     was found and why it was kept."""
     meta = foreign.get("metadata") or {}
     content = content_of(foreign)
-    content["metadata"]["labels"].pop(names.LABEL, None)
-    content["metadata"]["labels"][names.PRESERVED_LABEL] = name
+    content["metadata"]["labels"].pop(kyma.BACKUP_LABEL, None)
+    content["metadata"]["labels"][kyma.PRESERVED_LABEL] = name
     content["metadata"]["annotations"].update(
         {
-            names.PRESERVED_FROM_ANNOTATION: _ref(names.NAMESPACE, name),
-            names.PRESERVED_UID_ANNOTATION: str(meta.get("uid", "")),
-            names.PRESERVED_TIME_ANNOTATION: now,
-            names.PRESERVED_REASON_ANNOTATION: reason,
-            names.DIGEST_ANNOTATION: content_digest(foreign),
+            kyma.PRESERVED_FROM_ANNOTATION: kyma.ref(kyma.BACKUP_NAMESPACE, name),
+            kyma.PRESERVED_UID_ANNOTATION: str(meta.get("uid", "")),
+            kyma.PRESERVED_TIME_ANNOTATION: now,
+            kyma.PRESERVED_REASON_ANNOTATION: reason,
+            kyma.BACKUP_DIGEST_ANNOTATION: content_digest(foreign),
         }
     )
-    return _with_content(_skeleton(names.NAMESPACE, names.preserved_name(name, foreign)), content)
+    return _with_content(
+        _skeleton(kyma.BACKUP_NAMESPACE, backups.preserved_name(name, foreign)), content
+    )
 
 
 def plan_backup(inputs: BackupInputs) -> BackupPlan:
@@ -213,11 +187,11 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
     expected: dict[str, str] = {}
     missing: list[str] = []
     drifted: list[str] = []
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         source = inputs.sources.get(name)
         existing = inputs.backups.get(name)
-        target = _ref(names.NAMESPACE, name)
-        source_ref = _ref(names.SOURCE_NAMESPACE, name)
+        target = kyma.ref(kyma.BACKUP_NAMESPACE, name)
+        source_ref = kyma.ref(kyma.NAMESPACE, name)
         if source is None:
             missing.append(name)
             kept = " (the copy in the backup namespace is kept as it is)" if existing else ""
@@ -225,20 +199,22 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 Action(MISSING, target, f"the source {source_ref} does not exist{kept}", existing)
             )
             continue
-        drift = names.drift_problem(names.migrated_digest(inputs.cr, name), content_digest(source))
+        drift = backups.drift_problem(
+            backups.migrated_digest(inputs.cr, name), content_digest(source)
+        )
         if drift:
             drifted.append(f"ConfigMap {source_ref}: {drift}")
             continue
         expected[name] = content_digest(source)
         if existing is None:
             after = _with_content(
-                _skeleton(names.NAMESPACE, name), backup_content(source, inputs.now)
+                _skeleton(kyma.BACKUP_NAMESPACE, name), backup_content(source, inputs.now)
             )
             actions.append(Action(CREATE, target, f"copy of {source_ref}", None, after))
             continue
         foreign = foreign_problem(existing)
         if foreign:
-            kept_as = _ref(names.NAMESPACE, names.preserved_name(name, existing))
+            kept_as = kyma.ref(kyma.BACKUP_NAMESPACE, backups.preserved_name(name, existing))
             if inputs.preserved.get(name) is None:
                 actions.append(
                     Action(
@@ -265,7 +241,9 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             continue
         # The time of an earlier backup is kept when nothing else differs: same source object
         # (uid, resourceVersion), same digest, same content.
-        earlier_time = _metadata(existing, "annotations").get(names.TIME_ANNOTATION, inputs.now)
+        earlier_time = _metadata(existing, "annotations").get(
+            kyma.BACKUP_TIME_ANNOTATION, inputs.now
+        )
         if content_of(existing) == backup_content(source, earlier_time):
             actions.append(
                 Action(KEEP, target, f"already a verified copy of {source_ref}", existing)
@@ -274,7 +252,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
         if content_digest(existing) == content_digest(source):
             # Only the source's labels, annotations or resourceVersion moved (a controller may
             # touch them at any time): the copy still holds its configuration.
-            if crnames.is_marked(inputs.cr, crnames.ANNOTATION_BACKED_UP):
+            if is_marked(inputs.cr, kyma.ANNOTATION_BACKED_UP):
                 actions.append(
                     Action(KEEP, target, f"holds the data of {source_ref} (verified)", existing)
                 )
@@ -287,8 +265,8 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
     if drifted:
         raise RefusedError(
             "refusing to back up: the legacy configuration changed after it was migrated into "
-            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}, so the CR does not hold it; "
-            "nothing was changed. " + names.REMIGRATE_REMEDY,
+            f"ConnectivityProxy {kyma.CR_REF}, so the CR does not hold it; "
+            "nothing was changed. " + backups.REMIGRATE_REMEDY,
             details=drifted,
             reason=reasons.CONFIG_CHANGED_AFTER_MIGRATION,
         )
@@ -304,10 +282,10 @@ def readback_problem(backup: dict[str, Any] | None, expected_digest: str) -> str
     """Why a backup read back after writing it cannot be trusted, or None."""
     if backup is None:
         return "it is missing"
-    problem = names.digest_problem(backup)
+    problem = backups.digest_problem(backup)
     if problem:
         return problem
-    recorded = _metadata(backup, "annotations").get(names.DIGEST_ANNOTATION)
+    recorded = _metadata(backup, "annotations").get(kyma.BACKUP_DIGEST_ANNOTATION)
     if recorded != expected_digest:
         return f"it records digest {recorded}, but the source's is {expected_digest}"
     return None
@@ -325,14 +303,11 @@ class RestoreInputs:
     force: bool = False
 
 
-backup_problem = names.backup_problem
-
-
 PRESERVED_ANNOTATIONS = (
-    names.PRESERVED_FROM_ANNOTATION,
-    names.PRESERVED_UID_ANNOTATION,
-    names.PRESERVED_TIME_ANNOTATION,
-    names.PRESERVED_REASON_ANNOTATION,
+    kyma.PRESERVED_FROM_ANNOTATION,
+    kyma.PRESERVED_UID_ANNOTATION,
+    kyma.PRESERVED_TIME_ANNOTATION,
+    kyma.PRESERVED_REASON_ANNOTATION,
 )
 
 
@@ -340,33 +315,35 @@ def restored_content(backup: dict[str, Any]) -> dict[str, Any]:
     """The original object's content: the backup without its own label and annotations (and,
     for a preserved copy, without what marks it as one)."""
     content = content_of(
-        backup, ignore=(*names.OWN_ANNOTATIONS, *PRESERVED_ANNOTATIONS, LAST_APPLIED)
+        backup, ignore=(*kyma.BACKUP_ANNOTATIONS, *PRESERVED_ANNOTATIONS, LAST_APPLIED)
     )
-    content["metadata"]["labels"].pop(names.LABEL, None)
-    content["metadata"]["labels"].pop(names.PRESERVED_LABEL, None)
+    content["metadata"]["labels"].pop(kyma.BACKUP_LABEL, None)
+    content["metadata"]["labels"].pop(kyma.PRESERVED_LABEL, None)
     return content
 
 
 def restore_problem(backup: dict[str, Any], name: str) -> str | None:
     """Why a backup (or a preserved copy asked for by name) must not be restored, or None."""
-    if names.is_preserved(backup):
-        copy_of = _metadata(backup, "labels").get(names.PRESERVED_LABEL)
+    if backups.is_preserved(backup):
+        copy_of = _metadata(backup, "labels").get(kyma.PRESERVED_LABEL)
         if copy_of != name:
             return f"it is a preserved copy of {copy_of}, not of {name}"
-        return names.digest_problem(backup)
-    return backup_problem(backup, name)
+        return backups.digest_problem(backup)
+    return backups.backup_problem(backup, name)
 
 
 def _backup_ref(backup: dict[str, Any] | None, name: str) -> str:
     """namespace/name of the backup restored for source `name` (a preserved copy's own name)."""
-    return _ref(names.NAMESPACE, str(((backup or {}).get("metadata") or {}).get("name") or name))
+    return kyma.ref(
+        kyma.BACKUP_NAMESPACE, str(((backup or {}).get("metadata") or {}).get("name") or name)
+    )
 
 
 def plan_restore(inputs: RestoreInputs) -> list[Action]:
     """Every backup is verified before anything is planned; a refusal changes nothing."""
     corrupt = [
         f"ConfigMap {_backup_ref(backup, name)}: {problem}"
-        for name in names.SOURCES
+        for name in kyma.SOURCES
         if (backup := inputs.backups.get(name)) is not None
         and (problem := restore_problem(backup, name))
     ]
@@ -376,25 +353,25 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
             details=corrupt,
             reason=reasons.BACKUP_UNTRUSTED,
         )
-    if all(inputs.backups.get(name) is None for name in names.SOURCES):
+    if all(inputs.backups.get(name) is None for name in kyma.SOURCES):
         raise RefusedError(
-            f"there is no backup in namespace {names.NAMESPACE} "
-            f"(looked for {', '.join(names.SOURCES)}); nothing to restore",
+            f"there is no backup in namespace {kyma.BACKUP_NAMESPACE} "
+            f"(looked for {', '.join(kyma.SOURCES)}); nothing to restore",
             reason=reasons.NO_BACKUP,
         )
     actions: list[Action] = []
     conflicts: list[str] = []
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         backup = inputs.backups.get(name)
         current = inputs.targets.get(name)
-        target = _ref(names.SOURCE_NAMESPACE, name)
+        target = kyma.ref(kyma.NAMESPACE, name)
         backup_ref = _backup_ref(backup, name)
         if backup is None:
             actions.append(Action(MISSING, target, f"there is no backup {backup_ref}", current))
             continue
         wanted = restored_content(backup)
         if current is None:
-            after = _with_content(_skeleton(names.SOURCE_NAMESPACE, name), wanted)
+            after = _with_content(_skeleton(kyma.NAMESPACE, name), wanted)
             actions.append(
                 Action(CREATE, target, f"absent; restored from {backup_ref}", None, after)
             )

@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass
 
 from backup import plan as planning
-from backup.core import Outcome, configmap_path
-from common import backups as names
+from backup.core import Outcome
+from common import kyma
 from common.backups import content_digest
-from common.cluster.client import Kube
+from common.cluster.client import Kube, configmap_path
 from common.errors import RefusedError, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -34,26 +34,24 @@ def restore(kube: Kube, settings: Settings) -> Outcome:
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
-    found = {name: kube.get(configmap_path(names.NAMESPACE, name)) for name in names.SOURCES}
+    found = {name: kube.get(configmap_path(kyma.BACKUP_NAMESPACE, name)) for name in kyma.SOURCES}
     for copy_name in settings.from_preserved:
-        copy = kube.get(configmap_path(names.NAMESPACE, copy_name))
-        copy_of = ((copy or {}).get("metadata") or {}).get("labels", {}).get(names.PRESERVED_LABEL)
-        if copy is None or copy_of not in names.SOURCES:
+        copy = kube.get(configmap_path(kyma.BACKUP_NAMESPACE, copy_name))
+        copy_of = ((copy or {}).get("metadata") or {}).get("labels", {}).get(kyma.PRESERVED_LABEL)
+        if copy is None or copy_of not in kyma.SOURCES:
             raise RefusedError(
-                f"ConfigMap {names.NAMESPACE}/{copy_name} is not a preserved copy (no label "
-                f"{names.PRESERVED_LABEL} naming {' or '.join(names.SOURCES)}); cp-status "
+                f"ConfigMap {kyma.BACKUP_NAMESPACE}/{copy_name} is not a preserved copy (no label "
+                f"{kyma.PRESERVED_LABEL} naming {' or '.join(kyma.SOURCES)}); cp-status "
                 "lists the preserved copies"
             )
         log.info(
             f"restoring {copy_of} from the preserved copy, as asked",
-            extra=fields(object=f"{names.NAMESPACE}/{copy_name}"),
+            extra=fields(object=kyma.ref(kyma.BACKUP_NAMESPACE, copy_name)),
         )
         found[copy_of] = copy
     inputs = planning.RestoreInputs(
         backups=found,
-        targets={
-            name: kube.get(configmap_path(names.SOURCE_NAMESPACE, name)) for name in names.SOURCES
-        },
+        targets={name: kube.get(configmap_path(kyma.NAMESPACE, name)) for name in kyma.SOURCES},
         force=settings.force,
     )
     actions = planning.plan_restore(inputs)
@@ -72,16 +70,16 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         assert action.after is not None
         name = action.after["metadata"]["name"]
         if action.verb == planning.CREATE:
-            written = kube.create(configmap_path(names.SOURCE_NAMESPACE), action.after)
+            written = kube.create(configmap_path(kyma.NAMESPACE), action.after)
         else:
             # The body carries the resourceVersion and uid we read: a change since is a 409.
-            written = kube.replace(configmap_path(names.SOURCE_NAMESPACE, name), action.after)
+            written = kube.replace(configmap_path(kyma.NAMESPACE, name), action.after)
         backup = inputs.backups[name]
         assert backup is not None
         if content_digest(written) != content_digest(backup):
             raise RetryableError(
                 f"ConfigMap {action.object} was written, but what the apiserver stored differs "
-                f"from the backup {names.NAMESPACE}/{name}; run cp-restore again"
+                f"from the backup {kyma.BACKUP_NAMESPACE}/{name}; run cp-restore again"
             )
         log.info(f"{action.verb}d from the backup", extra=fields(object=action.object))
     return Outcome(

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cleaner import plan as planning
-from common import cr as crnames
+from common import kyma
 
 # Cluster-scoped writes are checked here: the kyma-system review is made anyway (the mark).
-CLUSTER_SCOPE_REVIEW = planning.KYMA
+CLUSTER_SCOPE_REVIEW = kyma.NAMESPACE
 CRD_GROUP = "apiextensions.k8s.io"
 
 
@@ -44,7 +44,7 @@ class Write:
     def ref(self) -> str:
         """`namespace/name` (`name` when cluster-scoped, `*` for every object)."""
         name = self.name or "*"
-        return f"{self.namespace}/{name}" if self.namespace else name
+        return kyma.ref(self.namespace, name)
 
     @property
     def object(self) -> str:
@@ -92,11 +92,11 @@ def writes(plan: planning.Plan) -> list[Write]:
         )
     if plan.mapping_version is not None:
         # Names are the users' and read only while patching: a grant for every name is needed.
-        found.append(Write("patch", planning.MAPPING_GROUP, planning.MAPPING_PLURAL, None, None))
+        found.append(Write("patch", kyma.GROUP, planning.MAPPING_PLURAL, None, None))
         # A read, but the one read made after writing has begun (the mappings are listed
         # while they are handed over): checked up front so its absence leaves nothing half done.
-        found.append(Write("list", planning.MAPPING_GROUP, planning.MAPPING_PLURAL, None, None))
-    found.append(Write("patch", crnames.GROUP, crnames.PLURAL, crnames.NAMESPACE, crnames.NAME))
+        found.append(Write("list", kyma.GROUP, planning.MAPPING_PLURAL, None, None))
+    found.append(Write("patch", kyma.GROUP, kyma.PLURAL, kyma.NAMESPACE, kyma.CR_NAME))
     return found
 
 

@@ -21,16 +21,16 @@ from typing import Any
 
 from cleaner import access, observe, progress
 from cleaner import plan as planning
-from common import cr as crnames
-from common import reasons
+from common import kyma, reasons
 from common.cluster.client import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
-from common.errors import ApiError, CpError, RefusedError, RetryableError
+from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
+from common.errors import ApiError, CpError, RefusedError, RetryableError, StaleView
 from common.logs import fields
+from common.retry import replan_on_conflict
 from common.runner import STEP_TODO
 
 log = logging.getLogger("cleaner")
 
-CR_NAME = f"{crnames.NAMESPACE}/{crnames.NAME}"
 MAX_ATTEMPTS = 3
 # Matches the Kube client's connection pool (16): more threads would only queue for a socket.
 WORKERS = 16
@@ -38,7 +38,7 @@ WORKERS = 16
 MAX_PENDING = 4 * WORKERS
 # What a signal leaves undone (the interrupt line, common.runner): all of it until the phases
 # start, then what the phases did not finish and the mark.
-MARK_TODO = f"the mark {crnames.ANNOTATION_CLEANED} on {CR_NAME}"
+MARK_TODO = f"the mark {kyma.ANNOTATION_CLEANED} on {kyma.CR_REF}"
 START_TODO = (
     f"all of it: the legacy objects to delete, the ServiceMappings to hand over, {MARK_TODO}"
 )
@@ -65,27 +65,29 @@ class _Handover:
     would_patch: list[str] = field(default_factory=list)
 
 
-class _Moved(Exception):
+class _Moved(StaleView):
     """An object changed between observe and apply (a uid precondition failed): re-plan."""
 
     def __init__(self, ref: str) -> None:
-        super().__init__(ref)
+        super().__init__(
+            f"{ref} keeps changing while the cleaner works; a later run will try again"
+        )
         self.ref = ref
 
 
 def clean(kube: Kube, settings: Settings, ledger: progress.Ledger | None = None) -> Outcome:
     """Run the step; `ledger` (the run's, from cleaner.progress.start) records what is done."""
     ledger = ledger or progress.Ledger()
-    cr = crnames.get_cr(kube)
+    cr = get_cr(kube)
     # A CR that exists proves its CRD does; the CRD is looked up only to say why there is none.
-    skip = planning.skip_reason(cr is not None or crnames.crd_exists(kube), cr)
+    skip = skip_reason(cr is not None or crd_exists(kube), cr, step="clean")
     if skip is not None or cr is None:
-        log.info(skip, extra=fields(object=CR_NAME))
+        log.info(skip, extra=fields(object=kyma.CR_REF))
         return Outcome(summary=f"nothing to do: {skip}")
-    if not crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
+    if not is_marked(cr, kyma.ANNOTATION_MIGRATED):
         statefulset = kube.get(observe.LEGACY_STATEFULSET_PATH, accept=METADATA_ONLY)
         skip = planning.not_migrated(cr, statefulset)  # raises while a legacy installation runs
-        log.info(skip, extra=fields(object=CR_NAME))
+        log.info(skip, extra=fields(object=kyma.CR_REF))
         return Outcome(summary=f"nothing to do: {skip}")
     refusal = planning.refusal_before_backup(cr)
     if refusal:
@@ -97,24 +99,16 @@ def clean(kube: Kube, settings: Settings, ledger: progress.Ledger | None = None)
 
     pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-cleaner")
     try:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                return _attempt(kube, settings, cr, pool, ledger)
-            except _Moved as moved:
-                if attempt == MAX_ATTEMPTS:
-                    raise RetryableError(
-                        f"{moved.ref} keeps changing while the cleaner works; a later run "
-                        "will try again"
-                    ) from None
-                log.info(
-                    "the object changed while we worked; reading the cluster again",
-                    extra=fields(object=moved.ref, attempt=attempt),
-                )
+        return replan_on_conflict(
+            lambda: _attempt(kube, settings, cr, pool, ledger),
+            log=log,
+            what="an object the cleaner read",
+            max_attempts=MAX_ATTEMPTS,
+        )
     finally:
         # On a signal (or any failure): the requests in flight finish, those not yet sent are
         # dropped, so the interrupt line (common.runner) counts exactly what was done.
         pool.shutdown(wait=True, cancel_futures=True)
-    raise AssertionError("unreachable")
 
 
 def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
@@ -148,13 +142,13 @@ def _attempt(
     refusal: CpError | None = None
     if plan.waits:
         refusal = RetryableError(
-            f"not cleaning {CR_NAME} yet: nothing was deleted",
+            f"not cleaning {kyma.CR_REF} yet: nothing was deleted",
             details=plan.waits + plan.refusals,
             reason=reasons.CLEANUP_WAITING,
         )
     elif plan.refusals:
         refusal = RefusedError(
-            f"refusing to clean {CR_NAME}: nothing was deleted",
+            f"refusing to clean {kyma.CR_REF}: nothing was deleted",
             details=plan.refusals,
             reason=reasons.CLEANUP_REFUSED,
         )
@@ -188,14 +182,14 @@ def _attempt(
     gone = len(plan.all_deletes) - deleted + len(plan.gone)
     marked = _mark(kube, cr)
     ledger.fulfil(MARK_TODO)
-    ledger.note(f"{CR_NAME} marked cleaned")
+    ledger.note(f"{kyma.CR_REF} marked cleaned")
     message = (
         f"cp-cleaner removed {deleted} legacy object(s) ({gone} already gone, {len(plan.kept)} "
         f"kept) and handed {handover.total} ServiceMapping(s) to the module "
         f"({handover.patched} patched)"
     )
-    crnames.record_event(kube, marked, "Cleaned", message, "cp-cleaner")
-    return Outcome(summary=f"{message}; marked {CR_NAME} cleaned", changed=True)
+    record_event(kube, marked, "Cleaned", message, "cp-cleaner")
+    return Outcome(summary=f"{message}; marked {kyma.CR_REF} cleaned", changed=True)
 
 
 def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
@@ -293,7 +287,7 @@ def _hand_over(
                 result.patched += 1
                 if dry_run:
                     result.would_patch.append(
-                        f"{planning.MAPPING_PLURAL}.{planning.MAPPING_GROUP} "
+                        f"{planning.MAPPING_PLURAL}.{kyma.GROUP} "
                         f"{observe.mapping_ref(meta)}  (hand over to the module)"
                     )
                     continue
@@ -348,27 +342,31 @@ def _patch_mapping(
 def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:
     """Mark the CR cleaned under its resourceVersion; the operator may update the CR meanwhile,
     so a 409 re-reads it and re-checks the gate before marking again."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            marked = crnames.mark(kube, cr, {crnames.ANNOTATION_CLEANED: "true"})
-            log.info(
-                "cleaned and marked",
-                extra=fields(object=CR_NAME, annotation=crnames.ANNOTATION_CLEANED),
-            )
-            return marked
-        except ApiError as err:
-            if err.status != 409 or attempt == MAX_ATTEMPTS:
-                raise
-        current = crnames.get_cr(kube)
-        if current is None:
-            raise RetryableError(f"ConnectivityProxy {CR_NAME} disappeared before it was marked")
-        if crnames.is_marked(current, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
-            # Our own earlier attempt landed (its answer was lost) or another pod got there
-            # first: marking again would be a second write for nothing.
-            log.info("already marked cleaned", extra=fields(object=CR_NAME))
-            return current
-        refusal = planning.refusal_before_backup(current)
-        if refusal:
-            raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
-        cr = current
-    raise AssertionError("unreachable")
+    read: list[dict[str, Any]] = []  # empty on the first attempt: `cr` is fresh then
+
+    def attempt() -> dict[str, Any]:
+        current = cr
+        if read:
+            found = get_cr(kube)
+            if found is None:
+                raise RetryableError(
+                    f"ConnectivityProxy {kyma.CR_REF} disappeared before it was marked"
+                )
+            if is_marked(found, kyma.ANNOTATION_CLEANED, kyma.ANNOTATION_CLEANED_OLD):
+                # Our own earlier attempt landed (its answer was lost) or another pod got
+                # there first: marking again would be a second write for nothing.
+                log.info("already marked cleaned", extra=fields(object=kyma.CR_REF))
+                return found
+            refusal = planning.refusal_before_backup(found)
+            if refusal:
+                raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
+            current = found
+        read.append(current)
+        marked = mark(kube, current, {kyma.ANNOTATION_CLEANED: "true"})
+        log.info(
+            "cleaned and marked",
+            extra=fields(object=kyma.CR_REF, annotation=kyma.ANNOTATION_CLEANED),
+        )
+        return marked
+
+    return replan_on_conflict(attempt, log=log, what=kyma.CR_REF, max_attempts=MAX_ATTEMPTS)

@@ -10,7 +10,7 @@ from typing import Any
 
 from cleaner import access
 from cleaner import plan as planning
-from common import backups, legacy
+from common import backups, kyma
 from common.backups import content_digest
 from common.cluster.client import METADATA_LIST, METADATA_ONLY, Kube, resource_path
 from common.errors import ApiError
@@ -29,10 +29,10 @@ MAPPING_CRD_PATH = resource_path(
     CRD_GROUP, "v1", "customresourcedefinitions", name=planning.MAPPING_CRD
 )
 LEGACY_STATEFULSET_PATH = resource_path(
-    "apps", "v1", "statefulsets", legacy.STATEFULSET_NAMESPACE, legacy.STATEFULSET_NAME
+    "apps", "v1", "statefulsets", kyma.NAMESPACE, kyma.STATEFULSET
 )
-BACKUPS_PATH = resource_path("", "v1", "configmaps", backups.NAMESPACE)
-BACKUP_NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=backups.NAMESPACE)
+BACKUPS_PATH = resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE)
+BACKUP_NAMESPACE_PATH = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
 RULES_REVIEW_PATH = resource_path("authorization.k8s.io", "v1", "selfsubjectrulesreviews")
 PAGE_SIZE = 500
 
@@ -135,7 +135,7 @@ def read_backup_namespace(kube: Kube) -> BackupNamespace:
     """The backup namespace (is it Terminating?) and what it holds: one GET and one LIST of
     the (small) namespace instead of a GET per backup."""
     namespace = kube.get(BACKUP_NAMESPACE_PATH, accept=METADATA_ONLY)
-    found: dict[str, dict[str, Any] | None] = dict.fromkeys(backups.SOURCES)
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(kyma.SOURCES)
     preserved: list[dict[str, Any]] = []
     if namespace is None:
         return BackupNamespace(None, found, preserved)
@@ -178,7 +178,7 @@ def mapping_pages(
     """ServiceMappings' metadata page by page, across all namespaces when they are namespaced
     (the collection path without a namespace lists every namespace). `on_total` learns the
     total from the first page when the apiserver tells it (remainingItemCount; for progress)."""
-    path = resource_path(planning.MAPPING_GROUP, version, planning.MAPPING_PLURAL)
+    path = resource_path(kyma.GROUP, version, planning.MAPPING_PLURAL)
     query: dict[str, str | int] = {"limit": PAGE_SIZE}
     while True:
         page = kube.request("GET", path, query=query, accept=METADATA_LIST)
@@ -195,7 +195,7 @@ def mapping_pages(
 
 def mapping_path(version: str, meta: dict[str, Any]) -> str:
     return resource_path(
-        planning.MAPPING_GROUP,
+        kyma.GROUP,
         version,
         planning.MAPPING_PLURAL,
         meta.get("namespace"),
@@ -205,4 +205,4 @@ def mapping_path(version: str, meta: dict[str, Any]) -> str:
 
 def mapping_ref(meta: dict[str, Any]) -> str:
     namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+    return kyma.ref(namespace, str(meta["name"]))

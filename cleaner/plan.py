@@ -10,24 +10,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, legacy, reasons
-from common import cr as crnames
+from common import backups, kyma, legacy, reasons
+from common.cr import is_marked
 from common.errors import RefusedError
 
-KYMA = "kyma-system"
 ISTIO = "istio-system"
 
-MANAGED_BY = legacy.MANAGED_BY
-MODULE_OPERATOR = legacy.MODULE_OPERATOR
-owned_by_module = legacy.owned_by_module
 PRIMARY_NAME = "io.javaoperatorsdk/primary-name"
 PRIMARY_NAMESPACE = "io.javaoperatorsdk/primary-namespace"
-HANDOVER_LABELS = {MANAGED_BY: MODULE_OPERATOR}
-HANDOVER_ANNOTATIONS = {PRIMARY_NAME: crnames.NAME, PRIMARY_NAMESPACE: crnames.NAMESPACE}
+HANDOVER_LABELS = {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}
+HANDOVER_ANNOTATIONS = {PRIMARY_NAME: kyma.CR_NAME, PRIMARY_NAMESPACE: kyma.NAMESPACE}
 
-MAPPING_GROUP = "connectivityproxy.sap.com"
 MAPPING_PLURAL = "servicemappings"
-MAPPING_CRD = f"{MAPPING_PLURAL}.{MAPPING_GROUP}"
+MAPPING_CRD = f"{MAPPING_PLURAL}.{kyma.GROUP}"
 
 # (group, resource) -> the versions the cluster serves, preferred first.
 Served = Mapping[tuple[str, str], tuple[str, ...]]
@@ -54,7 +49,7 @@ class LegacyObject:
 
     @property
     def ref(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return kyma.ref(self.namespace, self.name)
 
     def __str__(self) -> str:
         return f"{self.kind.name} {self.ref}"
@@ -82,13 +77,17 @@ GARDENER_CERTIFICATES = Kind("cert.gardener.cloud", "v1alpha1", "certificates")
 
 # The legacy installation (chart 2.9.3), as the issue's tables list it.
 LEGACY_TABLE: tuple[tuple[Kind, str | None, tuple[str, ...]], ...] = (
-    (STATEFULSETS, KYMA, ("connectivity-proxy",)),
-    (DEPLOYMENTS, KYMA, ("connectivity-proxy-restart-watcher", "connectivity-proxy-sm-operator")),
+    (STATEFULSETS, kyma.NAMESPACE, (kyma.STATEFULSET,)),
+    (
+        DEPLOYMENTS,
+        kyma.NAMESPACE,
+        ("connectivity-proxy-restart-watcher", "connectivity-proxy-sm-operator"),
+    ),
     (
         SERVICES,
-        KYMA,
+        kyma.NAMESPACE,
         (
-            "connectivity-proxy",
+            kyma.COMPONENT,
             "connectivity-proxy-smv",
             "connectivity-proxy-tunnel",
             "connectivity-proxy-tunnel-0",
@@ -116,7 +115,7 @@ LEGACY_TABLE: tuple[tuple[Kind, str | None, tuple[str, ...]], ...] = (
     ),
     (
         SERVICE_ACCOUNTS,
-        KYMA,
+        kyma.NAMESPACE,
         (
             "connectivity-proxy-restart-watcher",
             "connectivity-proxy-sm-operator",
@@ -125,23 +124,25 @@ LEGACY_TABLE: tuple[tuple[Kind, str | None, tuple[str, ...]], ...] = (
         ),
     ),
     (VALIDATING_WEBHOOKS, None, ("webhook-secret",)),
-    (CONFIG_MAPS, KYMA, (*backups.SOURCES, "connectivity-proxy-service-mappings")),
+    (CONFIG_MAPS, kyma.NAMESPACE, (*kyma.SOURCES, "connectivity-proxy-service-mappings")),
     (ENVOY_FILTERS, ISTIO, ("connectivity-proxy-custom-protocol",)),
-    (ISTIO_GATEWAYS, KYMA, ("kyma-gateway-cc",)),
-    (VIRTUAL_SERVICES, KYMA, ("cc-proxy", "cc-proxy-healthcheck")),
-    (DESTINATION_RULES, KYMA, ("connectivity-proxy-tunnel-0", "connectivity-proxy")),
-    (PEER_AUTHENTICATIONS, KYMA, ("enable-permissive-mode-for-cp",)),
+    (ISTIO_GATEWAYS, kyma.NAMESPACE, ("kyma-gateway-cc",)),
+    (VIRTUAL_SERVICES, kyma.NAMESPACE, ("cc-proxy", "cc-proxy-healthcheck")),
+    (DESTINATION_RULES, kyma.NAMESPACE, ("connectivity-proxy-tunnel-0", kyma.COMPONENT)),
+    (PEER_AUTHENTICATIONS, kyma.NAMESPACE, ("enable-permissive-mode-for-cp",)),
     (GARDENER_CERTIFICATES, ISTIO, ("cc-certs",)),
     (SECRETS, ISTIO, ("cc-certs-cacert", "cc-certs")),
-    (SECRETS, KYMA, ("connectivity-sm-operator-secrets-tls",)),
+    (SECRETS, kyma.NAMESPACE, ("connectivity-sm-operator-secrets-tls",)),
     (PRIORITY_CLASSES, None, ("connectivity-proxy-priority-class",)),
 )
 LEGACY_OBJECTS: tuple[LegacyObject, ...] = tuple(
     LegacyObject(kind, namespace, name) for kind, namespace, names in LEGACY_TABLE for name in names
 )
-LEGACY_STATEFULSET = LegacyObject(STATEFULSETS, KYMA, "connectivity-proxy")
+LEGACY_STATEFULSET = LegacyObject(STATEFULSETS, kyma.NAMESPACE, kyma.STATEFULSET)
 # Deleted only under the uid and resourceVersion recorded on their backups.
-USER_CONFIG_MAPS = frozenset(LegacyObject(CONFIG_MAPS, KYMA, name) for name in backups.SOURCES)
+USER_CONFIG_MAPS = frozenset(
+    LegacyObject(CONFIG_MAPS, kyma.NAMESPACE, name) for name in kyma.SOURCES
+)
 LEGACY_GROUPS = frozenset(kind.group for kind, _, _ in LEGACY_TABLE if kind.group)
 
 
@@ -221,28 +222,16 @@ def handover_patch(meta: Mapping[str, Any]) -> dict[str, Any] | None:
 # -- the gate before anything is read ------------------------------------------------------------
 
 
-def skip_reason(crd_exists: bool, cr: Mapping[str, Any] | None) -> str | None:
-    """Why the cleaner has nothing to do, or None when it should run."""
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
-    if not crd_exists:
-        return f"the CRD {crnames.CRD_NAME} is not installed; nothing to clean"
-    if cr is None:
-        return f"ConnectivityProxy {cr_name} does not exist; nothing to clean"
-    if crnames.is_marked(dict(cr), crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD):
-        return f"{cr_name} is already cleaned"
-    return None
-
-
 def not_migrated(cr: Mapping[str, Any], statefulset: Mapping[str, Any] | None) -> str | None:
     """Why a CR that is not migrated is not cleaned: nothing to do (no legacy installation; the
     CR is never marked cleaned then), or a refusal (RefusedError) while one runs."""
-    if crnames.is_marked(dict(cr), crnames.ANNOTATION_MIGRATED):
+    if is_marked(dict(cr), kyma.ANNOTATION_MIGRATED):
         return None
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    cr_name = kyma.CR_REF
     if legacy.installation_present(statefulset):
         raise RefusedError(
             f"{legacy.describe(statefulset)}, but ConnectivityProxy {cr_name} is not migrated "
-            f"(no {crnames.ANNOTATION_MIGRATED}); nothing was deleted. Run cp-migrator and "
+            f"(no {kyma.ANNOTATION_MIGRATED}); nothing was deleted. Run cp-migrator and "
             f"cp-backup first: {backups.RESTART_CHAIN}",
             reason=reasons.NOT_MIGRATED,
         )
@@ -251,12 +240,12 @@ def not_migrated(cr: Mapping[str, Any], statefulset: Mapping[str, Any] | None) -
 
 def refusal_before_backup(cr: Mapping[str, Any]) -> str | None:
     """A cleaner run before the backup is refused: the backup is what makes deleting safe."""
-    if crnames.is_marked(dict(cr), crnames.ANNOTATION_MIGRATED) and not crnames.is_marked(
-        dict(cr), crnames.ANNOTATION_BACKED_UP
+    if is_marked(dict(cr), kyma.ANNOTATION_MIGRATED) and not is_marked(
+        dict(cr), kyma.ANNOTATION_BACKED_UP
     ):
         return (
-            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is migrated but not backed up "
-            f'({crnames.ANNOTATION_BACKED_UP} is not "true"); nothing was deleted. Run cp-backup '
+            f"ConnectivityProxy {kyma.CR_REF} is migrated but not backed up "
+            f'({kyma.ANNOTATION_BACKED_UP} is not "true"); nothing was deleted. Run cp-backup '
             f"first: {backups.RESTART_CHAIN}"
         )
     return None
@@ -335,7 +324,7 @@ def plan(inputs: Inputs) -> Plan:
         if meta is None:
             result.gone.append(obj)
             continue
-        owned = owned_by_module(meta)
+        owned = legacy.owned_by_module(meta)
         if owned:
             result.kept.append(Kept(str(obj), owned))
             continue
@@ -412,15 +401,15 @@ def user_config_problem(
     backup will outlive it: a verified copy of ours, with the same data, in a namespace that
     exists and is not being deleted, and its data is what was migrated into the CR
     (`migrated_digest`: the digest the CR records for it; None when it records none)."""
-    where = f"{backups.NAMESPACE}/{name}"
+    where = kyma.ref(kyma.BACKUP_NAMESPACE, name)
     run_backup = f"run cp-backup: {backups.RESTART_CHAIN}"
     if namespace is None:
         return Problem(
-            f"namespace {backups.NAMESPACE} does not exist, so it has no backup; {run_backup}"
+            f"namespace {kyma.BACKUP_NAMESPACE} does not exist, so it has no backup; {run_backup}"
         )
     if (namespace.get("metadata") or namespace).get("deletionTimestamp"):
         return Problem(
-            f"namespace {backups.NAMESPACE}, which holds its backup, is being deleted "
+            f"namespace {kyma.BACKUP_NAMESPACE}, which holds its backup, is being deleted "
             "(Terminating); it is kept until a backup can outlive it, and a later run goes on",
             retry=True,
         )
@@ -436,7 +425,7 @@ def user_config_problem(
     if drift:
         return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
-        backups.DIGEST_ANNOTATION
+        kyma.BACKUP_DIGEST_ANNOTATION
     )
     if backed_up != live_digest:
         if migrated_digest:  # the CR holds this data; the backup is behind

@@ -1,4 +1,5 @@
-"""Names the backup step shares with the cleaner and cp-status, and the check of a backup."""
+"""The checks of a backup that the backup step shares with the migrator, the cleaner and
+cp-status: whose copy it is, its digests, and the remedies they name (names: common.kyma)."""
 
 from __future__ import annotations
 
@@ -7,75 +8,43 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-NAMESPACE = "connectivity-proxy-backup"
-SOURCE_NAMESPACE = "kyma-system"
-SOURCES = ("connectivity-proxy", "connectivity-proxy-info")
+from common import kyma
 
-_PREFIX = "backup.connectivityproxy.sap.com"
-LABEL = f"{_PREFIX}/made-by"
-LABEL_VALUE = "cp-backup"
-SOURCE_NAMESPACE_ANNOTATION = f"{_PREFIX}/source-namespace"
-SOURCE_NAME_ANNOTATION = f"{_PREFIX}/source-name"
-SOURCE_UID_ANNOTATION = f"{_PREFIX}/source-uid"
-SOURCE_RESOURCE_VERSION_ANNOTATION = f"{_PREFIX}/source-resource-version"
-TIME_ANNOTATION = f"{_PREFIX}/time"
-DIGEST_ANNOTATION = f"{_PREFIX}/digest"
-OWN_ANNOTATIONS = (
-    SOURCE_NAMESPACE_ANNOTATION,
-    SOURCE_NAME_ANNOTATION,
-    SOURCE_UID_ANNOTATION,
-    SOURCE_RESOURCE_VERSION_ANNOTATION,
-    TIME_ANNOTATION,
-    DIGEST_ANNOTATION,
-)
-# On the CR, next to connectivityproxy.sap.com/backed-up: the sources that did not exist.
-MISSING_SOURCES_ANNOTATION = "connectivityproxy.sap.com/backup-missing"
-# On the CR, set with connectivityproxy.sap.com/migrated: the content digest of each source the
-# configuration was migrated from, so that a later change of the legacy ConfigMaps is noticed.
-MIGRATED_DIGESTS_ANNOTATION = "connectivityproxy.sap.com/migrated-digests"
-
-# A copy in the backup namespace that cp-backup did not make (the original backup.sh, a person)
-# is never overwritten or deleted: it is kept under another name, marked as such.
-PRESERVED_LABEL = f"{_PREFIX}/preserved-copy-of"  # value: the source name
-PRESERVED_FROM_ANNOTATION = f"{_PREFIX}/preserved-from"  # namespace/name it was found under
-PRESERVED_UID_ANNOTATION = f"{_PREFIX}/preserved-uid"
-PRESERVED_TIME_ANNOTATION = f"{_PREFIX}/preserved-time"
-PRESERVED_REASON_ANNOTATION = f"{_PREFIX}/preserved-reason"
-
-
-CR_REF = "connectivityproxies.connectivityproxy.sap.com -n kyma-system connectivity-proxy"
+_KUBECTL_CR = f"{kyma.CRD_NAME} -n {kyma.NAMESPACE} {kyma.CR_NAME}"
 RESTART_CHAIN = (
-    "kubectl rollout restart deployment -n kyma-system connectivity-proxy-operator "
+    f"kubectl rollout restart deployment -n {kyma.NAMESPACE} {kyma.OPERATOR_DEPLOYMENT} "
     "(a new operator Pod runs the whole chain, cp-migrator first)"
 )
 REMIGRATE_REMEDY = (
     "If the changed configuration is the one you want, migrate it again: remove the CR's "
-    f"marks (kubectl annotate {CR_REF} connectivityproxy.sap.com/migrated- "
-    f"connectivityproxy.sap.com/backed-up-), then {RESTART_CHAIN}. Otherwise put the "
+    f"marks (kubectl annotate {_KUBECTL_CR} {kyma.ANNOTATION_MIGRATED}- "
+    f"{kyma.ANNOTATION_BACKED_UP}-), then {RESTART_CHAIN}. Otherwise put the "
     "migrated data back into the ConfigMap (cp-restore --force)"
 )
 
 
 def is_ours(backup: dict[str, Any]) -> bool:
-    return ((backup.get("metadata") or {}).get("labels") or {}).get(LABEL) == LABEL_VALUE
+    return ((backup.get("metadata") or {}).get("labels") or {}).get(
+        kyma.BACKUP_LABEL
+    ) == kyma.BACKUP_LABEL_VALUE
 
 
 def backup_problem(backup: dict[str, Any], name: str) -> str | None:
     """Why `backup` is not a verified cp-backup copy of kyma-system/`name`, or None."""
     if not is_ours(backup):
-        return f"it was not made by cp-backup (no label {LABEL}={LABEL_VALUE})"
+        return (
+            f"it was not made by cp-backup (no label {kyma.BACKUP_LABEL}={kyma.BACKUP_LABEL_VALUE})"
+        )
     problem = digest_problem(backup)
     if problem:
         return problem
     annotations = (backup.get("metadata") or {}).get("annotations") or {}
     recorded = (
-        annotations.get(SOURCE_NAMESPACE_ANNOTATION),
-        annotations.get(SOURCE_NAME_ANNOTATION),
+        annotations.get(kyma.SOURCE_NAMESPACE_ANNOTATION),
+        annotations.get(kyma.SOURCE_NAME_ANNOTATION),
     )
-    if recorded != (SOURCE_NAMESPACE, name):
-        return (
-            f"it records its source as {recorded[0]}/{recorded[1]}, not {SOURCE_NAMESPACE}/{name}"
-        )
+    if recorded != (kyma.NAMESPACE, name):
+        return f"it records its source as {recorded[0]}/{recorded[1]}, not {kyma.NAMESPACE}/{name}"
     return None
 
 
@@ -86,11 +55,11 @@ def preserved_name(name: str, foreign: dict[str, Any]) -> str:
 
 
 def is_preserved(obj: dict[str, Any]) -> bool:
-    return PRESERVED_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
+    return kyma.PRESERVED_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
 
 
 def format_digests(digests: dict[str, str]) -> str:
-    """The value of MIGRATED_DIGESTS_ANNOTATION: `name=sha256:...` pairs, comma-separated."""
+    """The value of kyma.MIGRATED_DIGESTS_ANNOTATION: `name=sha256:...` pairs, comma-separated."""
     return ",".join(f"{name}={digest}" for name, digest in sorted(digests.items()))
 
 
@@ -107,7 +76,7 @@ def migrated_digest(cr: Mapping[str, Any], name: str) -> str | None:
     """The digest kyma-system/`name` had when it was migrated into the CR; None when the CR
     records none (a migration by the original Go migrator)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
-    return parse_digests(annotations.get(MIGRATED_DIGESTS_ANNOTATION)).get(name)
+    return parse_digests(annotations.get(kyma.MIGRATED_DIGESTS_ANNOTATION)).get(name)
 
 
 def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:
@@ -121,9 +90,11 @@ def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:
 
 def digest_problem(backup: dict[str, Any]) -> str | None:
     """Why a backup cannot be trusted, or None when its content matches its recorded digest."""
-    recorded = ((backup.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
+    recorded = ((backup.get("metadata") or {}).get("annotations") or {}).get(
+        kyma.BACKUP_DIGEST_ANNOTATION
+    )
     if not recorded:
-        return f"it has no {DIGEST_ANNOTATION} annotation"
+        return f"it has no {kyma.BACKUP_DIGEST_ANNOTATION} annotation"
     actual = content_digest(backup)
     if actual != recorded:
         return f"its content digest {actual} differs from the recorded {recorded}"
@@ -131,12 +102,12 @@ def digest_problem(backup: dict[str, Any]) -> str | None:
 
 
 def format_missing(sources: list[str]) -> str:
-    """The value of MISSING_SOURCES_ANNOTATION: the missing source names, comma-separated."""
+    """The value of kyma.MISSING_SOURCES_ANNOTATION: the missing source names, comma-separated."""
     return ",".join(sources)
 
 
 def parse_missing(value: str | None) -> list[str]:
-    """The source names recorded in MISSING_SOURCES_ANNOTATION (none when it is unset)."""
+    """The source names recorded in kyma.MISSING_SOURCES_ANNOTATION (none when it is unset)."""
     return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 

@@ -177,7 +177,7 @@ def connect(options: Options, run: Run) -> Kube:
 
     connection = resolve(options.kubeconfig, options.context)
     run.log.info("cluster: %s", connection.describe())
-    run.kube = Kube(connection, user_agent=f"cp-migration/{run.tool}", stop=run.stop)
+    run.kube = Kube(connection, user_agent=run.user_agent, stop=run.stop)
     for path in run.keep:
         run.kube.keep(path)
     return run.kube

@@ -1,4 +1,4 @@
-"""The ConnectivityProxy CR and the names every step shares."""
+"""The ConnectivityProxy CR: reading it, its marks, and Events on it (its names: common.kyma)."""
 
 from __future__ import annotations
 
@@ -7,51 +7,26 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from common import kyma
 from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.logs import fields
 
 log = logging.getLogger("cr")
 
-GROUP = "connectivityproxy.sap.com"
-VERSION = "v1"
-PLURAL = "connectivityproxies"
-CRD_NAME = f"{PLURAL}.{GROUP}"
-NAMESPACE = "kyma-system"
-NAME = "connectivity-proxy"
-
-ANNOTATION_MIGRATED = f"{GROUP}/migrated"
-ANNOTATION_BACKED_UP = f"{GROUP}/backed-up"
-ANNOTATION_CLEANED = f"{GROUP}/cleaned"
-ANNOTATION_CLEANED_OLD = f"{GROUP}/cleaned-up"  # an earlier spelling; counts as done
-# Set by the migrator when legacy ConfigMaps remain without a legacy installation.
-ANNOTATION_ORPHANED = f"{GROUP}/orphaned-legacy-config"
-# The record of where the chain stands and why (common.record, README "Fleet view"): one
-# annotation per field, so that kube-state-metrics reads each with one path.
-ANNOTATION_STEP = f"{GROUP}/migration-step"
-ANNOTATION_RESULT = f"{GROUP}/migration-result"
-ANNOTATION_REASON = f"{GROUP}/migration-reason"
-ANNOTATION_MESSAGE = f"{GROUP}/migration-message"
-ANNOTATION_SINCE = f"{GROUP}/migration-since"
-RECORD_ANNOTATIONS = (
-    ANNOTATION_STEP,
-    ANNOTATION_RESULT,
-    ANNOTATION_REASON,
-    ANNOTATION_MESSAGE,
-    ANNOTATION_SINCE,
-)
 MIGRATE_ORPHANED_HINT = (
     "cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) migrates it on purpose"
 )
 
-CR_PATH = resource_path(GROUP, VERSION, PLURAL, NAMESPACE, NAME)
-CRD_PATH = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=CRD_NAME)
+CR_PATH = resource_path(kyma.GROUP, kyma.VERSION, kyma.PLURAL, kyma.NAMESPACE, kyma.CR_NAME)
+CRD_PATH = resource_path(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", name=kyma.CRD_NAME
+)
 
 
-def ref(obj: dict[str, Any]) -> str:
-    """`namespace/name` (or `name` for cluster-scoped objects), as logs name objects."""
+def object_ref(obj: dict[str, Any]) -> str:
+    """An object's `namespace/name` (or `name` for cluster-scoped objects)."""
     meta = obj.get("metadata") or {}
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
+    return kyma.ref(meta.get("namespace"), str(meta.get("name")))
 
 
 def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
@@ -61,6 +36,29 @@ def annotations_of(obj: dict[str, Any]) -> dict[str, str]:
 def is_marked(obj: dict[str, Any], *keys: str) -> bool:
     found = annotations_of(obj)
     return any(found.get(key) == "true" for key in keys)
+
+
+def skip_reason(crd_exists: bool, cr: Mapping[str, Any] | None, *, step: str) -> str | None:
+    """Why a step that works on a migrated CR ("back up", "clean") has nothing to do, or None
+    when it should run: no CRD, no CR, the CR already cleaned, or (to back up) not migrated."""
+    if not crd_exists:
+        return f"the CRD {kyma.CRD_NAME} is not installed; nothing to {step}"
+    if cr is None:
+        return f"ConnectivityProxy {kyma.CR_REF} does not exist; nothing to {step}"
+    cleaned = is_marked(dict(cr), kyma.ANNOTATION_CLEANED, kyma.ANNOTATION_CLEANED_OLD)
+    if step == "clean":
+        return f"{kyma.CR_REF} is already cleaned" if cleaned else None
+    if cleaned:
+        return (
+            f"{kyma.CR_REF} is cleaned: the migration is complete (legacy ConfigMaps that appear "
+            "again later are not the configuration the CR holds)"
+        )
+    if not is_marked(dict(cr), kyma.ANNOTATION_MIGRATED):
+        return (
+            f"{kyma.CR_REF} is not migrated yet (no {kyma.ANNOTATION_MIGRATED}); "
+            f"there is nothing to {step} yet"
+        )
+    return None
 
 
 def crd_exists(kube: Kube) -> bool:
@@ -122,4 +120,6 @@ def record_event(
     try:
         kube.request("POST", resource_path("", "v1", "events", namespace), body=event)
     except Exception as err:  # best effort means best effort: never fail the run over it
-        log.warning("could not record an event", extra=fields(object=ref(obj), error=str(err)))
+        log.warning(
+            "could not record an event", extra=fields(object=object_ref(obj), error=str(err))
+        )

@@ -8,13 +8,7 @@ from typing import Any
 
 import yaml
 
-from common import redact as redaction
-
-MASK = redaction.MASK
-
-
-def redact(value: Any) -> Any:
-    return redaction.data(value)
+from common import redact
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -31,7 +25,7 @@ _BlockDumper.add_representer(str, _represent_str)
 
 
 def to_yaml(value: Any) -> str:
-    return redaction.scrub(_dump(redact(value)))
+    return redact.scrub(_dump(redact.data(value)))
 
 
 def _dump(value: Any) -> str:
@@ -49,10 +43,10 @@ def unified(before: Any, after: Any, before_name: str, after_name: str) -> str:
     """`diff -u` of the YAML renderings; empty when there is no difference."""
     # Both sides are redacted before either is rendered: a value remembered from one side is
     # then masked in the other too.
-    before, after = redact(before), redact(after)
+    before, after = redact.data(before), redact.data(after)
     lines = difflib.unified_diff(
-        redaction.scrub(_dump(before)).splitlines(keepends=True),
-        redaction.scrub(_dump(after)).splitlines(keepends=True),
+        redact.scrub(_dump(before)).splitlines(keepends=True),
+        redact.scrub(_dump(after)).splitlines(keepends=True),
         fromfile=before_name,
         tofile=after_name,
     )

@@ -12,24 +12,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from common import cr as crnames
+from common import kyma
 
-STATEFULSET_NAMESPACE = "kyma-system"
-STATEFULSET_NAME = "connectivity-proxy"
-STATEFULSET_REF = f"{STATEFULSET_NAMESPACE}/{STATEFULSET_NAME}"
-RECONCILER_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-disclaimer"
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MODULE_OPERATOR = "sap.connectivity.proxy.operator"
+STATEFULSET_REF = kyma.ref(kyma.NAMESPACE, kyma.STATEFULSET)
 
 
 def owned_by_module(meta: Mapping[str, Any]) -> str | None:
     """Why the new module owns an object (so it is never treated as legacy), or None."""
-    if (meta.get("labels") or {}).get(MANAGED_BY) == MODULE_OPERATOR:
-        return f"owned by the module (label {MANAGED_BY}={MODULE_OPERATOR})"
+    if (meta.get("labels") or {}).get(kyma.MANAGED_BY) == kyma.MODULE_OPERATOR:
+        return f"owned by the module (label {kyma.MANAGED_BY}={kyma.MODULE_OPERATOR})"
     for owner in meta.get("ownerReferences") or []:
         group = str(owner.get("apiVersion", "")).partition("/")[0]
-        if owner.get("kind") == "ConnectivityProxy" and group == crnames.GROUP:
+        if owner.get("kind") == "ConnectivityProxy" and group == kyma.GROUP:
             return f"owned by the module (ownerReference to ConnectivityProxy {owner.get('name')})"
     return None
 
@@ -51,6 +45,6 @@ def describe(statefulset: Mapping[str, Any] | None) -> str:
     owned = owned_by_module(meta)
     if owned:
         return f"StatefulSet {STATEFULSET_REF} is the module's ({owned})"
-    if RECONCILER_ANNOTATION in (meta.get("annotations") or {}):
+    if kyma.RECONCILER_ANNOTATION in (meta.get("annotations") or {}):
         return f"StatefulSet {STATEFULSET_REF} was installed by the Kyma reconciler"
     return f"StatefulSet {STATEFULSET_REF} is a legacy installation (not the reconciler's)"

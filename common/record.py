@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common import cr as crnames
-from common import reasons, redact
+from common import kyma, reasons, redact
 from common.cluster.client import Kube, resource_path
+from common.cr import CR_PATH, annotations_of, event_body
 from common.errors import EXIT_REFUSED, EXIT_USAGE, ApiError, ConnectionFailed, CpError
 from common.logs import fields
 
@@ -110,14 +110,14 @@ class Record:
 
     @classmethod
     def of(cls, annotations: Mapping[str, str]) -> Record | None:
-        if not annotations.get(crnames.ANNOTATION_RESULT):
+        if not annotations.get(kyma.ANNOTATION_RESULT):
             return None
         return cls(
-            step=annotations.get(crnames.ANNOTATION_STEP, ""),
-            result=annotations.get(crnames.ANNOTATION_RESULT, ""),
-            reason=annotations.get(crnames.ANNOTATION_REASON, ""),
-            message=annotations.get(crnames.ANNOTATION_MESSAGE, ""),
-            since=annotations.get(crnames.ANNOTATION_SINCE, ""),
+            step=annotations.get(kyma.ANNOTATION_STEP, ""),
+            result=annotations.get(kyma.ANNOTATION_RESULT, ""),
+            reason=annotations.get(kyma.ANNOTATION_REASON, ""),
+            message=annotations.get(kyma.ANNOTATION_MESSAGE, ""),
+            since=annotations.get(kyma.ANNOTATION_SINCE, ""),
         )
 
     def as_dict(self) -> dict[str, str]:
@@ -158,7 +158,7 @@ def changes(
         if same_cause and old.step == step:
             if outcome.result == DONE or old.message == outcome.message:
                 return None
-            return {crnames.ANNOTATION_MESSAGE: outcome.message}
+            return {kyma.ANNOTATION_MESSAGE: outcome.message}
         if outcome.result == DONE and (
             _later(old.step, step) or (old.result == ATTENTION and old.step != step)
         ):
@@ -167,11 +167,11 @@ def changes(
             return None
     since = old.since if old is not None and old.since and same_cause else now
     return {
-        crnames.ANNOTATION_STEP: step,
-        crnames.ANNOTATION_RESULT: outcome.result,
-        crnames.ANNOTATION_REASON: outcome.reason,
-        crnames.ANNOTATION_MESSAGE: outcome.message,
-        crnames.ANNOTATION_SINCE: since,
+        kyma.ANNOTATION_STEP: step,
+        kyma.ANNOTATION_RESULT: outcome.result,
+        kyma.ANNOTATION_REASON: outcome.reason,
+        kyma.ANNOTATION_MESSAGE: outcome.message,
+        kyma.ANNOTATION_SINCE: since,
     }
 
 
@@ -187,8 +187,8 @@ def parse_time(stamp: str) -> float:
 def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) -> bool:
     """Leave the record on the CR as this run last saw it; True when a request was made.
     Best effort: every way it is not written is logged, and nothing is raised."""
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
-    seen, cr = kube.kept(crnames.CR_PATH)
+    cr_name = f"{kyma.NAMESPACE}/{kyma.CR_NAME}"
+    seen, cr = kube.kept(CR_PATH)
     if not seen:
         log.info(
             "the record is not written: this run did not read the CR",
@@ -207,13 +207,13 @@ def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) ->
             extra=fields(object=cr_name, result=outcome.result, reason=outcome.reason),
         )
         return False
-    values = changes(crnames.annotations_of(cr), step, outcome, now or now_rfc3339())
+    values = changes(annotations_of(cr), step, outcome, now or now_rfc3339())
     if values is None:
         log.debug("the record is unchanged", extra=fields(object=cr_name, reason=outcome.reason))
         return False
     try:
         # Only our own keys and no resourceVersion: a step mark's precondition is its own.
-        kube.merge_patch(crnames.CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
+        kube.merge_patch(CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
     except (ApiError, ConnectionFailed, CpError) as err:
         log.warning(
             "the record could not be written",
@@ -236,7 +236,7 @@ def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) ->
 def event_name(step: str) -> str:
     """One Warning Event per step (deploy/rbac.yaml grants each step its own by name): a
     repeat of its reason adds to its count, another reason starts it afresh."""
-    return f"{crnames.NAME}.migration-{step}"
+    return f"{kyma.CR_NAME}.migration-{step}"
 
 
 def warn(
@@ -244,20 +244,18 @@ def warn(
 ) -> None:
     """A Warning Event on the CR with the reason code as its reason; a repeat adds to the
     count of the one Event (as kubectl shows it: "x5 over 10m"). Best effort."""
-    seen, cr = kube.kept(crnames.CR_PATH)
+    seen, cr = kube.kept(CR_PATH)
     if not seen or cr is None:
         return
     name = event_name(step)
-    path = resource_path("", "v1", "events", crnames.NAMESPACE, name)
+    path = resource_path("", "v1", "events", kyma.NAMESPACE, name)
     stamp = now or now_rfc3339()
-    body = crnames.event_body(
-        cr, outcome.reason, outcome.message, component, kind="Warning", now=stamp
-    )
-    body["metadata"] = {"name": name, "namespace": crnames.NAMESPACE}
+    body = event_body(cr, outcome.reason, outcome.message, component, kind="Warning", now=stamp)
+    body["metadata"] = {"name": name, "namespace": kyma.NAMESPACE}
     try:
         existing = kube.get(path)
         if existing is None:
-            kube.create(resource_path("", "v1", "events", crnames.NAMESPACE), body)
+            kube.create(resource_path("", "v1", "events", kyma.NAMESPACE), body)
             return
         involved = existing.get("involvedObject") or {}
         repeat = (
@@ -279,7 +277,7 @@ def warn(
     except Exception as err:  # best effort: a 409 from another pod's Event included
         log.warning(
             "could not record the Warning event",
-            extra=fields(object=f"{crnames.NAMESPACE}/{name}", error=str(err)),
+            extra=fields(object=f"{kyma.NAMESPACE}/{name}", error=str(err)),
         )
 
 
@@ -333,6 +331,6 @@ def attach(run: Run, *, dry_run: bool = False, record_on_cr: bool = True) -> Run
             warn(run.kube, run.tool, outcome, f"cp-{run.tool}")
 
     if record_on_cr:
-        run.keep.append(crnames.CR_PATH)
+        run.keep.append(CR_PATH)
     run.at_end.append(at_end)
     return run

@@ -62,6 +62,15 @@ class Run:
     def log(self) -> logging.Logger:
         return logging.getLogger(self.tool)
 
+    @property
+    def user_agent(self) -> str:
+        """How the run's requests name it (apiserver audit logs; the benchmark counts by it)."""
+        return user_agent(self.tool)
+
+
+def user_agent(tool: str) -> str:
+    return f"cp-migration/{tool}"
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import cr as crnames
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, AuditWindow, Cluster
@@ -98,8 +98,8 @@ def measure(runs: int) -> str:
         cluster.apply_file(CRD)
         legacy.fresh_install(cluster)
         cluster.kube.merge_patch(
-            resource_path("", "v1", "configmaps", crnames.NAMESPACE, "connectivity-proxy"),
-            {"data": {legacy.CONFIG_KEY: shared_mode_config()}},
+            resource_path("", "v1", "configmaps", kyma.NAMESPACE, "connectivity-proxy"),
+            {"data": {kyma.CONFIG_KEY: shared_mode_config()}},
             retry_safe=True,
         )
         for index in range(runs + 1):

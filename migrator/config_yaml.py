@@ -38,7 +38,8 @@ def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
 
     `where` names the source (for example ``kyma-system/connectivity-proxy key
     connectivity-proxy-config.yml``); every refusal names it, and the field path or the line
-    and column. No input raises anything but RefusedError (tests/test_configmap_fuzz.py).
+    and column. No input raises anything but RefusedError
+    (tests/unit/migrator/test_configmap_fuzz.py).
     """
     return parse_yaml_document(text, where).data
 

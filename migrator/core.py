@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common import backups, diff, legacy, reasons, redact
-from common import cr as crnames
-from common.cluster.client import METADATA_ONLY, Kube, resource_path
+from common import diff, kyma, legacy, reasons, redact
+from common.cluster.client import METADATA_ONLY, Kube, configmap_path, resource_path
+from common.cr import CR_PATH, CRD_PATH, MIGRATE_ORPHANED_HINT, get_cr, is_marked, record_event
 from common.errors import ApiError, RefusedError, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -19,14 +19,7 @@ from migrator.config_yaml import Parsed, yaml11_warnings
 
 log = logging.getLogger("migrator")
 
-STATEFULSET_PATH = resource_path(
-    "apps", "v1", "statefulsets", legacy.STATEFULSET_NAMESPACE, legacy.STATEFULSET_NAME
-)
-CRD_PATH = crnames.CRD_PATH
-
-
-def configmap_path(namespace: str, name: str) -> str:
-    return resource_path("", "v1", "configmaps", namespace, name)
+STATEFULSET_PATH = resource_path("apps", "v1", "statefulsets", kyma.NAMESPACE, kyma.STATEFULSET)
 
 
 _STRICT_DECODING = "strict decoding error: "
@@ -52,21 +45,19 @@ class Outcome:
 
 
 def migrate(kube: Kube, settings: Settings) -> Outcome:
-    return replan_on_conflict(
-        lambda: _attempt(kube, settings), log=log, what=f"{crnames.NAMESPACE}/{crnames.NAME}"
-    )
+    return replan_on_conflict(lambda: _attempt(kube, settings), log=log, what=kyma.CR_REF)
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
-    cr = crnames.get_cr(kube)
+    cr_name = kyma.CR_REF
+    cr = get_cr(kube)
     if cr is None:
         raise RetryableError(
             f"ConnectivityProxy {cr_name} does not exist yet (or its CRD is not installed); "
             "the module creates it, so a later run will find it",
             reason=reasons.NO_CUSTOM_RESOURCE,
         )
-    if crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED):
+    if is_marked(cr, kyma.ANNOTATION_MIGRATED):
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
         return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
 
@@ -108,9 +99,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
             diff=rendered,
         )
 
-    updated = kube.merge_patch(
-        crnames.CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict"
-    )
+    updated = kube.merge_patch(CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict")
     log.info(
         "migrated and marked",
         extra=fields(object=cr_name, changes=len(plan.changes), source=source.config_ref),
@@ -120,7 +109,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         if source.kind == planning.FROM_BACKUP
         else f"from {source.config_ref}"
     )
-    crnames.record_event(
+    record_event(
         kube,
         updated,
         "Migrated",
@@ -139,12 +128,12 @@ def _observe(kube: Kube, cr: dict[str, Any], settings: Settings) -> planning.Inp
     """Reads what choosing the source and planning need. The backups are read only when the
     live ConfigMaps may not be the whole story (no legacy installation, or one missing)."""
     statefulset = kube.get(STATEFULSET_PATH, accept=METADATA_ONLY)
-    config_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.CONFIG_NAME))
-    info_map = kube.get(configmap_path(backups.SOURCE_NAMESPACE, planning.INFO_NAME))
+    config_map = kube.get(configmap_path(kyma.NAMESPACE, planning.CONFIG_NAME))
+    info_map = kube.get(configmap_path(kyma.NAMESPACE, planning.INFO_NAME))
     found_backups: dict[str, dict[str, Any] | None] = {}
     if not legacy.installation_present(statefulset) or config_map is None or info_map is None:
         found_backups = {
-            name: kube.get(configmap_path(backups.NAMESPACE, name)) for name in backups.SOURCES
+            name: kube.get(configmap_path(kyma.BACKUP_NAMESPACE, name)) for name in kyma.SOURCES
         }
     crd = kube.get(CRD_PATH)
     return planning.Inputs(
@@ -162,7 +151,7 @@ def _observe(kube: Kube, cr: dict[str, Any], settings: Settings) -> planning.Inp
 def _spec_schema(crd: dict[str, Any] | None) -> dict[str, Any] | None:
     """The schema of `spec` in the CRD's version v1 (which fields the CRD types as text)."""
     for version in ((crd or {}).get("spec") or {}).get("versions") or []:
-        if version.get("name") == crnames.VERSION:
+        if version.get("name") == kyma.VERSION:
             schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
             spec = (schema.get("properties") or {}).get("spec")
             return spec if isinstance(spec, dict) else None
@@ -174,7 +163,7 @@ def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
     only: the tool never needs, and so never holds, their values). Stops at the first found."""
     found: dict[str, bool] = {}
     for name in planning.reads(inputs):
-        path = resource_path("", "v1", "secrets", crnames.NAMESPACE, name)
+        path = resource_path("", "v1", "secrets", kyma.NAMESPACE, name)
         found[name] = kube.get(path, accept=METADATA_ONLY) is not None
         if found[name]:
             break
@@ -185,12 +174,12 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
     """Legacy ConfigMaps without a legacy installation: they may be stale, so the CR is not
     overwritten from them and the operator is not blocked; the CR says so, and the run ends
     with `attention` (its record and Warning Event: common.record)."""
-    cr_name = f"{crnames.NAMESPACE}/{crnames.NAME}"
+    cr_name = kyma.CR_REF
     found = planning.orphaned_value(inputs)
     message = (
         f"legacy ConfigMaps {found} exist without a legacy installation; they were left alone "
         f"and the CR was not changed. If they hold the configuration you want, "
-        f"{planning.MIGRATE_ORPHANED_HINT}"
+        f"{MIGRATE_ORPHANED_HINT}"
     )
     log.warning(message, extra=fields(object=cr_name))
     patch = planning.orphaned_patch(inputs)
@@ -198,7 +187,7 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
         return Outcome(
             summary=f"nothing migrated: {message}", attention=reasons.ORPHANED_LEGACY_CONFIG
         )
-    kube.merge_patch(crnames.CR_PATH, patch, retry_safe=True)
+    kube.merge_patch(CR_PATH, patch, retry_safe=True)
     return Outcome(
         summary=f"nothing migrated: {message}",
         changed=True,
@@ -221,9 +210,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
     """Server-side dry run with strict field validation: an unknown field is an error here,
     not something the CRD schema silently prunes."""
     try:
-        kube.merge_patch(
-            crnames.CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict"
-        )
+        kube.merge_patch(CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict")
     except ApiError as err:
         if err.status not in (400, 422):
             raise
@@ -236,7 +223,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
                 problems.append(f"{cause.get('field') or '?'}: {_shortened(message)}".strip())
         problems = problems or _strict_decoding_problems(err.api_message)
         raise RefusedError(
-            f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME}: the apiserver rejects the "
+            f"ConnectivityProxy {kyma.CR_REF}: the apiserver rejects the "
             f"migrated configuration (from ConfigMap {planning.CONFIG_MAP} key "
             f"{planning.CONFIG_KEY}); the CR is unchanged",
             details=problems,

@@ -13,24 +13,23 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, legacy, reasons
-from common import cr as crnames
+from common import backups, kyma, legacy, reasons
 from common.backups import content_digest
+from common.cr import annotations_of
 from common.errors import RefusedError, RetryableError
 from migrator.config_yaml import FieldPath, InvalidConfiguration, Parsed, parse_yaml_document
 
-CONFIG_KEY = "connectivity-proxy-config.yml"
-CONFIG_NAME = "connectivity-proxy"
-INFO_NAME = "connectivity-proxy-info"
-CONFIG_MAP = f"kyma-system/{CONFIG_NAME}"
-INFO_MAP = f"kyma-system/{INFO_NAME}"
+CONFIG_KEY = kyma.CONFIG_KEY
+CONFIG_NAME = kyma.CONFIGMAP
+INFO_NAME = kyma.INFO_CONFIGMAP
+CONFIG_MAP = kyma.ref(kyma.NAMESPACE, CONFIG_NAME)
+INFO_MAP = kyma.ref(kyma.NAMESPACE, INFO_NAME)
 # The Secret a shared-mode cluster has, in the order they are looked for when no name is
 # given: the module CRD's default (and the original Go migrator's), then the name an early
 # README gave.
 SERVICE_KEY_SECRETS = ("connectivity-proxy-service-key", "connectivity-service-service-key")
 TENANT_MODES = ("dedicated", "shared")
-ORPHANED_ANNOTATION = crnames.ANNOTATION_ORPHANED
-MIGRATE_ORPHANED_HINT = crnames.MIGRATE_ORPHANED_HINT
+ORPHANED_ANNOTATION = kyma.ANNOTATION_ORPHANED
 
 # Where the configuration is migrated from.
 FROM_LEGACY = "legacy"  # the live ConfigMaps of a legacy installation
@@ -157,7 +156,7 @@ def choose_source(inputs: Inputs) -> Source:
         ]
         if ours:
             why = "its ConfigMaps remain and cp-backup copied them before (an interrupted clean-up)"
-        elif backups.MIGRATED_DIGESTS_ANNOTATION in crnames.annotations_of(inputs.cr):
+        elif kyma.MIGRATED_DIGESTS_ANNOTATION in annotations_of(inputs.cr):
             why = (
                 "its ConfigMaps remain and this CR was migrated from them before (its marks "
                 "were removed to migrate them again)"
@@ -168,7 +167,7 @@ def choose_source(inputs: Inputs) -> Source:
             return Source(ORPHANED, f"{gone}, but legacy ConfigMaps remain")
         found, taken = _fill_from_backups(inputs)
         if found[CONFIG_NAME] is None:
-            return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
+            return Source(ORPHANED, f"{gone}; only {INFO_MAP} remains")
         reason = f"{gone}, but {why}" + (f"; from the backup: {', '.join(taken)}" if taken else "")
         return Source(FROM_LEFTOVER, reason, found[CONFIG_NAME], found[INFO_NAME])
     # No live configuration: the backups hold it, if anything does (a live ConfigMap of ports
@@ -180,13 +179,14 @@ def choose_source(inputs: Inputs) -> Source:
             continue
         ok, problem = _usable_backup(backup, name)
         if not ok:
-            where = f"{backups.NAMESPACE}/{name}"
+            where = kyma.ref(kyma.BACKUP_NAMESPACE, name)
             raise RefusedError(
-                f"ConnectivityProxy {crnames.NAMESPACE}/{crnames.NAME} is not migrated, the "
+                f"ConnectivityProxy {kyma.CR_REF} is not migrated, the "
                 f"legacy ConfigMaps are gone, and the configuration survives only in ConfigMap "
                 f"{where}, which cannot be verified: {problem}. If its content is what you "
                 f"want, mark it as a copy made by hand: kubectl label configmap -n "
-                f"{backups.NAMESPACE} {name} {backups.LABEL}- ; the next run migrates from it",
+                f"{kyma.BACKUP_NAMESPACE} {name} {kyma.BACKUP_LABEL}- ; the next run migrates "
+                "from it",
                 reason=reasons.UNVERIFIED_BACKUP,
             )
         usable[name] = backup
@@ -199,7 +199,7 @@ def choose_source(inputs: Inputs) -> Source:
             info if info is not None else usable.get(INFO_NAME),
         )
     if info is not None:
-        return Source(ORPHANED, f"{gone}; only kyma-system/{INFO_NAME} remains")
+        return Source(ORPHANED, f"{gone}; only {INFO_MAP} remains")
     return Source(NOTHING, f"{gone} and no legacy configuration exists")
 
 
@@ -214,7 +214,7 @@ def _fill_from_backups(
         backup = inputs.backups.get(name)
         if live is None and backup is not None and _usable_backup(backup, name)[0]:
             found[name] = backup
-            taken.append(f"{backups.NAMESPACE}/{name}")
+            taken.append(kyma.ref(kyma.BACKUP_NAMESPACE, name))
         else:
             found[name] = live
     return found, taken
@@ -224,7 +224,9 @@ def _from_legacy(inputs: Inputs) -> Source:
     """The running legacy installation's ConfigMaps; one that is missing is taken from its
     backup when there is a usable one."""
     found, taken = _fill_from_backups(inputs)
-    missing = [f"kyma-system/{name}" for name, configmap in found.items() if configmap is None]
+    missing = [
+        kyma.ref(kyma.NAMESPACE, name) for name, configmap in found.items() if configmap is None
+    ]
     running = legacy.describe(inputs.statefulset)
     if missing:
         raise RetryableError(
@@ -366,7 +368,7 @@ def _secret_name(inputs: Inputs) -> str:
             raise AssertionError("shared mode is planned only after the Secrets were looked up")
         if inputs.secrets_found[name]:
             return name
-    looked = " nor ".join(f"{crnames.NAMESPACE}/{name}" for name in candidates)
+    looked = " nor ".join(kyma.ref(kyma.NAMESPACE, name) for name in candidates)
     raise RefusedError(
         f"tenantMode is shared, but neither Secret {looked} exists"
         if len(candidates) > 1
@@ -420,7 +422,7 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
         _set(spec_after, SECRET_NAME_PATH, secret_name)
         _set(spec_patch, SECRET_NAME_PATH, secret_name)
         reasons[_dotted(SECRET_NAME_PATH)] = (
-            f"tenantMode shared uses the service-key Secret {crnames.NAMESPACE}/{secret_name}"
+            f"tenantMode shared uses the service-key Secret {kyma.ref(kyma.NAMESPACE, secret_name)}"
         )
 
     changes = [
@@ -433,10 +435,10 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
         if configmap is not None
     }
     annotations: dict[str, str | None] = {
-        crnames.ANNOTATION_MIGRATED: "true",
-        backups.MIGRATED_DIGESTS_ANNOTATION: backups.format_digests(digests),
+        kyma.ANNOTATION_MIGRATED: "true",
+        kyma.MIGRATED_DIGESTS_ANNOTATION: backups.format_digests(digests),
     }
-    if ORPHANED_ANNOTATION in crnames.annotations_of(inputs.cr):
+    if ORPHANED_ANNOTATION in annotations_of(inputs.cr):
         annotations[ORPHANED_ANNOTATION] = None  # a merge patch's null removes it
     patch = {
         "metadata": {
@@ -467,7 +469,7 @@ def orphaned_value(inputs: Inputs) -> str:
 def orphaned_patch(inputs: Inputs) -> dict[str, Any] | None:
     """The CR annotation that records orphaned legacy ConfigMaps, or None when it is there."""
     value = orphaned_value(inputs)
-    if crnames.annotations_of(inputs.cr).get(ORPHANED_ANNOTATION) == value:
+    if annotations_of(inputs.cr).get(ORPHANED_ANNOTATION) == value:
         return None
     return {
         "metadata": {

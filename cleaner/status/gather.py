@@ -28,9 +28,9 @@ from cleaner.status.model import (
     Status,
     Unreadable,
 )
-from common import backups
-from common import cr as crnames
+from common import backups, kyma, legacy
 from common.cluster.client import METADATA_ONLY, Kube, resource_path
+from common.cr import annotations_of, crd_exists, get_cr, is_marked
 from common.errors import ApiError
 from common.record import Record
 
@@ -43,8 +43,8 @@ U = TypeVar("U")
 
 def gather(kube: Kube) -> Status:
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="cp-status") as pool:
-        cr = pool.submit(_part, lambda: crnames.get_cr(kube))
-        crd = pool.submit(_part, lambda: Crd(crnames.crd_exists(kube)))
+        cr = pool.submit(_part, lambda: get_cr(kube))
+        crd = pool.submit(_part, lambda: Crd(crd_exists(kube)))
         backup_namespace = pool.submit(_part, lambda: observe.read_backup_namespace(kube))
         mappings = pool.submit(_part, lambda: _mappings(kube))
         operator = pool.submit(_part, lambda: _operator(kube))
@@ -56,7 +56,7 @@ def gather(kube: Kube) -> Status:
             mappings.result(),
             operator.result(),
         )
-    annotations = crnames.annotations_of(found_cr) if isinstance(found_cr, dict) else {}
+    annotations = annotations_of(found_cr) if isinstance(found_cr, dict) else {}
     live = {} if isinstance(legacy, Unreadable) else legacy[1]
     return Status(
         legacy=_then(legacy, lambda read: read[0]),
@@ -136,7 +136,7 @@ def legacy_of(read: observe.Legacy, skipped: list[planning.Kind]) -> Legacy:
         meta = read.found.get(obj)
         if meta is None:
             continue
-        owned = planning.owned_by_module(meta)
+        owned = legacy.owned_by_module(meta)
         if owned:
             kept.append(f"{obj}: {owned}")
         else:
@@ -158,11 +158,11 @@ def cr_of(cr: dict[str, Any] | None) -> Cr:
         exists=True,
         being_deleted=_deleting(cr.get("metadata")),
         state=(cr.get("status") or {}).get("state"),
-        migrated=crnames.is_marked(cr, crnames.ANNOTATION_MIGRATED),
-        backed_up=crnames.is_marked(cr, crnames.ANNOTATION_BACKED_UP),
-        cleaned=crnames.is_marked(cr, crnames.ANNOTATION_CLEANED, crnames.ANNOTATION_CLEANED_OLD),
-        orphaned_legacy_config=crnames.annotations_of(cr).get(crnames.ANNOTATION_ORPHANED) or None,
-        record=Record.of(crnames.annotations_of(cr)),
+        migrated=is_marked(cr, kyma.ANNOTATION_MIGRATED),
+        backed_up=is_marked(cr, kyma.ANNOTATION_BACKED_UP),
+        cleaned=is_marked(cr, kyma.ANNOTATION_CLEANED, kyma.ANNOTATION_CLEANED_OLD),
+        orphaned_legacy_config=annotations_of(cr).get(kyma.ANNOTATION_ORPHANED) or None,
+        record=Record.of(annotations_of(cr)),
     )
 
 
@@ -173,12 +173,10 @@ def backup_of(
 ) -> Backup:
     """The backups, each checked against its live ConfigMap (`live_digests`: the ones that
     exist) and against what the CR's annotations record (migrated digests, missing sources)."""
-    missing_at_backup = backups.parse_missing(
-        cr_annotations.get(backups.MISSING_SOURCES_ANNOTATION)
-    )
-    migrated = backups.parse_digests(cr_annotations.get(backups.MIGRATED_DIGESTS_ANNOTATION))
+    missing_at_backup = backups.parse_missing(cr_annotations.get(kyma.MISSING_SOURCES_ANNOTATION))
+    migrated = backups.parse_digests(cr_annotations.get(kyma.MIGRATED_DIGESTS_ANNOTATION))
     items: list[BackupItem] = []
-    for name in backups.SOURCES:
+    for name in kyma.SOURCES:
         backup = read.backups.get(name)
         if backup is None:
             items.append(
@@ -210,9 +208,9 @@ def backup_of(
         preserved=tuple(
             PreservedCopy(
                 name=copy["metadata"]["name"],
-                copy_of=copy["metadata"]["labels"].get(backups.PRESERVED_LABEL),
+                copy_of=copy["metadata"]["labels"].get(kyma.PRESERVED_LABEL),
                 reason=(copy["metadata"].get("annotations") or {}).get(
-                    backups.PRESERVED_REASON_ANNOTATION
+                    kyma.PRESERVED_REASON_ANNOTATION
                 ),
             )
             for copy in read.preserved

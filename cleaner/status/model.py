@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from common import cr as crnames
+from common import kyma
 from common.record import Record
 
 # The module's operator, whose Deployment the last section is about.
-OPERATOR_NAMESPACE = crnames.NAMESPACE
+OPERATOR_NAMESPACE = kyma.NAMESPACE
 OPERATOR_DEPLOYMENT = "connectivity-proxy-operator"
 
 

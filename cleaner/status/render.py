@@ -24,11 +24,11 @@ from cleaner.status.model import (
     Status,
     Unreadable,
 )
-from common import backups
-from common import cr as crnames
+from common import kyma
+from common.cr import MIGRATE_ORPHANED_HINT
 
-CRD = f"CRD {crnames.CRD_NAME}"
-CR = f"{crnames.NAMESPACE}/{crnames.NAME}"
+CRD = f"CRD {kyma.CRD_NAME}"
+CR = kyma.CR_REF
 OPERATOR = f"{OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT}"
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ def _cr_row(cr: Cr) -> str:
     if cr.orphaned_legacy_config:
         state += (
             f"; legacy ConfigMaps left alone (no legacy installation): "
-            f"{cr.orphaned_legacy_config} ({crnames.MIGRATE_ORPHANED_HINT})"
+            f"{cr.orphaned_legacy_config} ({MIGRATE_ORPHANED_HINT})"
         )
     return state
 
@@ -135,7 +135,7 @@ ROWS: tuple[tuple[str, Callable[[Status], str]], ...] = (
     (CRD, lambda s: _state(s.crd, _crd_row)),
     (f"CR {CR}", lambda s: _state(s.cr, _cr_row)),
     ("migration record", lambda s: _state(s.cr, _record_row)),
-    (f"backup {backups.NAMESPACE}", lambda s: _state(s.backup, _backup_row)),
+    (f"backup {kyma.BACKUP_NAMESPACE}", lambda s: _state(s.backup, _backup_row)),
     ("ServiceMappings", lambda s: _state(s.service_mappings, _mappings_row)),
     (f"operator Deployment {OPERATOR}", lambda s: _state(s.operator, _operator_row)),
 )
@@ -222,9 +222,9 @@ def to_json(status: Status) -> str:
 def as_dict(status: Status) -> dict[str, Any]:
     return {
         "legacy": _part(status.legacy, {}, _legacy_dict),
-        "crd": _part(status.crd, {"name": crnames.CRD_NAME}, lambda crd: {"exists": crd.exists}),
+        "crd": _part(status.crd, {"name": kyma.CRD_NAME}, lambda crd: {"exists": crd.exists}),
         "cr": _part(status.cr, {"name": CR}, _cr_dict),
-        "backup": _part(status.backup, {"namespace": backups.NAMESPACE}, _backup_dict),
+        "backup": _part(status.backup, {"namespace": kyma.BACKUP_NAMESPACE}, _backup_dict),
         "serviceMappings": _part(
             status.service_mappings, {"crd": planning.MAPPING_CRD}, _mappings_dict
         ),

@@ -58,6 +58,11 @@ def resource_path(
     return path + (f"/{subresource}" if subresource else "")
 
 
+def configmap_path(namespace: str, name: str | None = None) -> str:
+    """A ConfigMap's path, or the collection's in `namespace` when `name` is None."""
+    return resource_path("", "v1", "configmaps", namespace, name)
+
+
 def _seconds(variable: str, default: float) -> float:
     raw = os.environ.get(variable, "").strip()
     try:

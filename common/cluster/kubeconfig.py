@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cluster import keymaterial
 from common.cluster import kubeconfig_rules as rules
 from common.errors import RetryableError, UsageError
 
@@ -46,6 +47,9 @@ class Connection:
     token_file: str | None = None  # read for every request
     impersonate: tuple[tuple[str, str], ...] = ()  # (Impersonate-* header, value)
     plugin: str | None = None  # "exec" or "auth-provider NAME": a plugin gives credentials
+    proxy_url: str | None = None  # the cluster's own proxy-url (environment proxies aside)
+    # The user's exec plugin (common.cluster.execplugin.ExecPlugin), run by us, not the package.
+    exec_plugin: Any = field(default=None, repr=False, compare=False)
     # Fills a kubernetes.client.Configuration: host, TLS, credentials, proxy.
     loader: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
@@ -174,6 +178,12 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         rules.anchor_cluster(cluster.path, cluster["cluster"].value)
         if user is not None:
             rules.anchor_user(user.path, user.value)
+        # Decoded keys and certificates in memory only, never in a temp file.
+        where = f"kubeconfig {cluster.path}: cluster {cluster_name!r}"
+        keymaterial.in_memory(cluster["cluster"].value, keymaterial.CLUSTER_DATA, where)
+        if user is not None:
+            where = f"kubeconfig {user.path}: user {user_name!r}"
+            keymaterial.in_memory(user.value, keymaterial.USER_DATA, where)
         loader = KubeConfigLoader(  # type: ignore[no-untyped-call]
             config_dict=config, active_context=name, config_base_path=None
         )
@@ -188,6 +198,15 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
             Path(getattr(user, "path", None) or paths[0]).resolve().parent / token_file
         )
     own_proxy = "proxy-url" in cluster["cluster"].value
+    exec_plugin = None
+    if user is not None and fields.get("exec") and not _other_credentials(fields):
+        from common.cluster.execplugin import ExecPlugin
+
+        spec = fields["exec"]
+        if not isinstance(spec, dict):
+            raise UsageError(f"{source}: user {user_name!r}: exec must be a mapping")
+        exec_plugin = ExecPlugin(spec, user_name, dict(cluster["cluster"].value), source)
+        user.value.pop("exec")  # in memory only: the package must not run it as well
 
     def load(configuration: Any) -> None:
         loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
@@ -202,8 +221,15 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
         token_file=token_file,
         impersonate=_impersonation(fields, source),
         plugin=_plugin(fields),
+        proxy_url=cluster["cluster"].value.get("proxy-url") or None,
+        exec_plugin=exec_plugin,
         loader=load,
     )
+
+
+def _other_credentials(user: dict[str, Any]) -> bool:
+    """Credentials the package takes before an exec plugin's (its order, and kubectl's)."""
+    return bool(user.get("token") or user.get("tokenFile") or user.get("auth-provider"))
 
 
 def _plugin(user: dict[str, Any]) -> str | None:

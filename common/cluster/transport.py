@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.cluster import proxies
 from common.cluster.kubeconfig import Connection, read_token_file
 from common.errors import RetryableError, UsageError
 
@@ -50,7 +51,11 @@ class ApiClientTransport:
         configuration.retries = False
         configuration.connection_pool_maxsize = pool_size
         connection.load(configuration)
-        if connection.plugin and not configuration.api_key and not configuration.cert_file:
+        proxies.settle(configuration, connection.server, connection.proxy_url)
+        plugin = connection.exec_plugin
+        if plugin is not None:  # its failure ends the run here, naming it
+            _use_exec_certificate(configuration, plugin.status())
+        elif connection.plugin and not configuration.api_key and not configuration.cert_file:
             if connection.plugin == "exec":
                 raise RetryableError(
                     f"{connection.source}: the exec plugin of user {connection.user} gave no "
@@ -69,10 +74,15 @@ class ApiClientTransport:
             raise UsageError(
                 f"{connection.source}: {_proxy_problem(configuration.proxy, err)}"
             ) from err
-        if configuration.proxy:
-            log.info("through the proxy %s", _without_password(configuration.proxy))
+        self._proxy: str | None = None  # the proxy this server's requests go through
+        if configuration.proxy and proxies.in_use(self._client):
+            self._proxy = proxies.without_password(configuration.proxy)
+            log.info("through the proxy %s", self._proxy)
 
     def authorization(self) -> str | None:
+        if self._connection.exec_plugin is not None:  # fetched again only once it expires
+            token = self._connection.exec_plugin.token()
+            return f"Bearer {token}" if token else None
         if self._connection.token_file:
             return "Bearer " + read_token_file(self._connection.token_file)
         try:  # calls the loader's refresh hook: an expired plugin token is fetched again
@@ -103,7 +113,15 @@ class ApiClientTransport:
                 body=body,
                 _request_timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
             )
-        except ApiException as err:  # status 0: urllib3's SSLError
+        except Exception as err:
+            why = proxies.refusal(err) if self._proxy else None
+            if why:
+                raise proxies.ProxyRefused(
+                    f"{self._connection.server}: the proxy {self._proxy} refused: {why}"
+                ) from err
+            if not isinstance(err, ApiException):
+                raise
+            # status 0: urllib3's SSLError
             reason = str(err.reason).replace("\n", ": ")
             if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in reason:
                 raise TlsVerifyFailed(reason) from err
@@ -118,17 +136,23 @@ class ApiClientTransport:
         return Response(status=answer.status, headers=headers, data=data or b"")
 
 
+def _use_exec_certificate(configuration: Any, status: dict[str, Any]) -> None:
+    """An exec plugin's client certificate and key (PEM text) for the connections; kept in
+    memory only (common.cluster.keymaterial). Used for the whole run."""
+    if status.get("token") or not status.get("clientCertificateData"):
+        return
+    from common.cluster import keymaterial
+
+    configuration.cert_file = keymaterial.path_for(str(status["clientCertificateData"]).encode())
+    configuration.key_file = keymaterial.path_for(str(status["clientKeyData"]).encode())
+
+
 # OpenSSL's words for a certificate, key or CA of our own that it cannot load.
 _BROKEN_TLS_MATERIAL = ("KEY_VALUES_MISMATCH", "PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND")
 
 
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.rpartition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}" if scheme else rest.rpartition("@")[2]
-
-
 def _proxy_problem(proxy: str | None, err: Exception) -> str:
-    where = f"the proxy {_without_password(proxy)}" if proxy else "the client"
+    where = f"the proxy {proxies.without_password(proxy)}" if proxy else "the client"
     if "socks" in str(err).lower():
         return (
             f"{where}: SOCKS proxies need PySocks, which the tools do not ship; use an HTTP proxy"

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cleaner import plan as cleaning
-from common import backups
+from common import kyma
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.errors import ApiError
+from common.runner import user_agent
 from hack.bench.results import Results, Run, Series
 from hack.bench.targets import STEPS, Step
 from hack.bytecode import TOOL_PACKAGES
@@ -40,7 +41,7 @@ BENCH_AGENT = "cp-migration-bench"
 SENTINEL_AGENT = "cp-migration-bench/sentinel"
 # The ServiceMappings the sweep creates, in the version the fixture's CRD serves.
 SM_VERSION = "v1"
-SM_COLLECTION = resource_path(cleaning.MAPPING_GROUP, SM_VERSION, cleaning.MAPPING_PLURAL)
+SM_COLLECTION = resource_path(kyma.GROUP, SM_VERSION, cleaning.MAPPING_PLURAL)
 MIB = 1024 * 1024
 PACKAGES = ("cp-migration", "click", "PyYAML", "urllib3", "kubernetes", "matplotlib")
 WATCHED_IMPORTS = (
@@ -187,7 +188,7 @@ class AuditLog:
             time.sleep(0.05)
 
     def count(self, offset: int, tool: str) -> tuple[int, Counter[str]]:
-        agent = f"cp-migration/{tool}"
+        agent = user_agent(tool)
         by_kind: Counter[str] = Counter()
         seen: set[str] = set()
         for event in self.events_since(offset):
@@ -261,10 +262,10 @@ class Bench:
 
     def drop_backup_namespace(self) -> None:
         # So every backup run takes the first-run path (create the namespace).
-        path = resource_path("", "v1", "namespaces", name=backups.NAMESPACE)
+        path = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
         if self.kube.get(path) is not None:
             self.kube.delete(path)
-            self.cluster.finalize_namespace(backups.NAMESPACE)
+            self.cluster.finalize_namespace(kyma.BACKUP_NAMESPACE)
 
     def delete_service_mappings(self) -> None:
         try:
@@ -284,7 +285,7 @@ class Bench:
             self.kube.create(
                 SM_COLLECTION,
                 {
-                    "apiVersion": f"{cleaning.MAPPING_GROUP}/{SM_VERSION}",
+                    "apiVersion": f"{kyma.GROUP}/{SM_VERSION}",
                     "kind": "ServiceMapping",
                     "metadata": {"name": f"bench-mapping-{index:05d}"},
                     "spec": {

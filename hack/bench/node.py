@@ -34,6 +34,7 @@ from hack.devenv import legacy
 from hack.devenv import pods as P
 from hack.devenv.cluster import FIXTURES, Cluster
 from hack.devenv.images import build_images
+from hack.devenv.node import components
 from hack.devenv.node.host import unavailable_reason
 from hack.devenv.node.node import Node, stop
 
@@ -208,18 +209,22 @@ def run(runs: int = 5, log: bool = True) -> NodeBench:
                 )
         result.added_mib = _rss_mib(node)
         result.versions = {
-            "containerd": subprocess.run(
-                ["containerd", "--version"], capture_output=True, text=True, check=False
-            ).stdout.split()[2],
-            "runc": subprocess.run(
-                ["runc", "--version"], capture_output=True, text=True, check=False
-            ).stdout.split()[2],
+            "kubelet": _version(str(components.node_binaries() / "kubelet"), -1),
+            "containerd": _version("containerd", 2),
+            "runc": _version("runc", 2),
         }
     finally:
         problems = stop(folder)
         if not problems:
             shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def _version(program: str, word: int) -> str:
+    """A word of the first line `program --version` prints ("?" when there is none)."""
+    out = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
+    words = (out.stdout or out.stderr).split()
+    return words[word] if -len(words) <= word < len(words) else "?"
 
 
 def render(bench: NodeBench) -> list[str]:
@@ -241,6 +246,7 @@ def render(bench: NodeBench) -> list[str]:
     text = fill(
         "node.md",
         "node",
+        kubelet=bench.versions.get("kubelet", "?"),
         containerd=bench.versions.get("containerd", "?"),
         runc=bench.versions.get("runc", "?"),
         runs=len(bench.runs),

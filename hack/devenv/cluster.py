@@ -73,7 +73,7 @@ def path_of(obj: dict[str, Any], *, with_name: bool = True) -> str:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToolResult:
     exit_code: int
     stdout: str

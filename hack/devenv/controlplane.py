@@ -135,6 +135,33 @@ def issue(folder: Path, name: str, subject: str, ext: str = "client.ext") -> Non
     )  # fmt: skip
 
 
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str) -> Path:
+    """A kubeconfig at `path` for `user`, with the client certificate `pki` holds for it."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki / f"{user}.crt"),
+                    "client-key": str(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
+        "current-context": "test",
+    }
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 @dataclass
 class ControlPlane:
     folder: Path
@@ -248,36 +275,7 @@ class ControlPlane:
         ]
 
     def _write_kubeconfig(self) -> None:
-        pki = self.pki
-        self.kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "test",
-                            "cluster": {
-                                "server": self.server,
-                                "certificate-authority": str(pki / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [
-                        {
-                            "name": "admin",
-                            "user": {
-                                "client-certificate": str(pki / "admin.crt"),
-                                "client-key": str(pki / "admin.key"),
-                            },
-                        }
-                    ],
-                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
-                    "current-context": "test",
-                },
-                indent=2,
-            )
-        )
+        write_kubeconfig(self.kubeconfig, self.server, self.pki, "admin")
 
     def _write_pids(self) -> None:
         assert self.etcd and self.apiserver

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hack.devenv.cluster import REPO, Cluster
+from hack.devenv.cluster import REPO, Cluster, ToolResult
 
 REGISTRY = os.environ.get("CP_TEST_IMAGE_REGISTRY", "localhost/cp-migration-test")
 TAG = "test"
@@ -86,16 +86,7 @@ def ensure_tools(*, need_debootstrap: bool) -> None:
             f"`make podman` ({SETUP_SCRIPT})"
         )
     log = LOG_DIR / "podman-setup.log"
-    completed = subprocess.run(
-        ["bash", SETUP_SCRIPT],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(completed.stdout)
+    completed = _logged(["bash", SETUP_SCRIPT], log)
     still = missing_tools(need_debootstrap=need_debootstrap)
     if completed.returncode != 0 or still:
         _skip_or_fail(
@@ -114,8 +105,10 @@ def podman_or_skip() -> str:
     return found
 
 
-def _run_logged(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
-    started = time.monotonic()
+def _logged(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `args` in the checkout, its output (stdout and stderr) written to `log`."""
     completed = subprocess.run(
         args,
         cwd=REPO,
@@ -127,6 +120,12 @@ def _run_logged(args: list[str], log: Path, env: dict[str, str] | None = None) -
     )
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(completed.stdout)
+    return completed
+
+
+def _run_logged(args: list[str], log: Path, env: dict[str, str] | None = None) -> str:
+    started = time.monotonic()
+    completed = _logged(args, log, env)
     if completed.returncode != 0:
         pytest.fail(
             f"{' '.join(args)} failed ({completed.returncode}) after "
@@ -179,15 +178,8 @@ def inspect(ref: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Run:
-    step: str
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
+class Run(ToolResult):
+    step: str = ""
 
 
 def pod_like_args(network: str = "host") -> list[str]:
@@ -226,7 +218,7 @@ def run_container(
         timeout=timeout,
         check=False,
     )
-    return Run(step, completed.returncode, completed.stdout, completed.stderr)
+    return Run(completed.returncode, completed.stdout, completed.stderr, step=step)
 
 
 def _kubeconfig(cluster: Cluster) -> dict[str, Any]:

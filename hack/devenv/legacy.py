@@ -6,14 +6,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from common import kyma
 from common.cluster.client import resource_path
 from common.errors import ApiError
 from hack.devenv.cluster import FIXTURES, Cluster, load_manifests
 
-CONFIG_KEY = "connectivity-proxy-config.yml"
 SERVICE_MAPPINGS = ("connectivityproxy.sap.com", "v1", "servicemappings")
 SERVICE_MAPPINGS_CRD = "servicemappings.connectivityproxy.sap.com"
-BACKUP_NAMESPACE = "connectivity-proxy-backup"
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -27,7 +26,7 @@ def default_cr() -> dict[str, Any]:
 def legacy_configmap(config_text: str | None = None) -> dict[str, Any]:
     configmap = fixture("legacy-configmap.yaml")
     if config_text is not None:
-        configmap["data"] = {CONFIG_KEY: config_text}
+        configmap["data"] = {kyma.CONFIG_KEY: config_text}
     return configmap
 
 
@@ -83,11 +82,11 @@ def service_mapping(name: str) -> dict[str, Any]:
 def fresh_install(cluster: Cluster) -> None:
     """An empty cluster (no backup namespace either) with the standard installation."""
     cluster.reset()
-    backup_namespace = resource_path("", "v1", "namespaces", name=BACKUP_NAMESPACE)
+    backup_namespace = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
     if cluster.kube.get(backup_namespace) is not None:
         # Emptied by reset(); no controller manager, so the deletion is finished by hand.
         cluster.kube.delete(backup_namespace)
-        cluster.finalize_namespace(BACKUP_NAMESPACE)
+        cluster.finalize_namespace(kyma.BACKUP_NAMESPACE)
     install_standard(cluster)
 
 

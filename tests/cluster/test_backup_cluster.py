@@ -11,10 +11,10 @@ import pytest
 
 from backup import core
 from backup.plan import LAST_APPLIED, content_of
-from common import backups as names
-from common import cr as crnames
+from common import backups, kyma
 from common.backups import content_digest
 from common.cluster.client import Kube, resource_path
+from common.cr import CR_PATH, mark
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
 from tests.support import chain
@@ -38,21 +38,21 @@ def install(cluster: Cluster, **kwargs: Any) -> None:
 
 
 def backup_of(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    return cluster.configmap(names.NAMESPACE, name)
+    return cluster.configmap(kyma.BACKUP_NAMESPACE, name)
 
 
 def source_of(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    return cluster.configmap(names.SOURCE_NAMESPACE, name)
+    return cluster.configmap(kyma.NAMESPACE, name)
 
 
 def backup_namespace(cluster: Cluster) -> dict[str, Any] | None:
-    return cluster.get("", "v1", "namespaces", None, names.NAMESPACE)
+    return cluster.get("", "v1", "namespaces", None, kyma.BACKUP_NAMESPACE)
 
 
 def resource_versions(cluster: Cluster) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
-    for name in names.SOURCES:
-        for namespace in (names.NAMESPACE, names.SOURCE_NAMESPACE):
+    for name in kyma.SOURCES:
+        for namespace in (kyma.BACKUP_NAMESPACE, kyma.NAMESPACE):
             obj = cluster.configmap(namespace, name)
             found[f"{namespace}/{name}"] = obj["metadata"]["resourceVersion"] if obj else None
     cr = cluster.cr()
@@ -68,7 +68,7 @@ def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
 def unmark(cluster: Cluster) -> None:
     """The state a crash right before the mark leaves: backups written, CR not marked."""
     cluster.kube.merge_patch(
-        crnames.CR_PATH, {"metadata": {"annotations": {BACKED_UP: None}}}, retry_safe=True
+        CR_PATH, {"metadata": {"annotations": {BACKED_UP: None}}}, retry_safe=True
     )
 
 
@@ -76,12 +76,12 @@ def assert_verified_backup(cluster: Cluster, name: str) -> dict[str, Any]:
     source = source_of(cluster, name)
     stored = backup_of(cluster, name)
     assert source is not None and stored is not None
-    assert names.digest_problem(stored) is None
+    assert backups.digest_problem(stored) is None
     recorded = annotations_of(stored)
-    assert recorded[names.DIGEST_ANNOTATION] == content_digest(source)
-    assert recorded[names.SOURCE_UID_ANNOTATION] == source["metadata"]["uid"]
+    assert recorded[kyma.BACKUP_DIGEST_ANNOTATION] == content_digest(source)
+    assert recorded[kyma.SOURCE_UID_ANNOTATION] == source["metadata"]["uid"]
     assert (
-        recorded[names.SOURCE_RESOURCE_VERSION_ANNOTATION] == source["metadata"]["resourceVersion"]
+        recorded[kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] == source["metadata"]["resourceVersion"]
     )
     return stored
 
@@ -91,12 +91,12 @@ def assert_verified_backup(cluster: Cluster, name: str) -> dict[str, Any]:
 
 def assert_nothing_written(cluster: Cluster, before: dict[str, str | None]) -> None:
     assert resource_versions(cluster) == before
-    assert all(backup_of(cluster, name) is None for name in names.SOURCES)
+    assert all(backup_of(cluster, name) is None for name in kyma.SOURCES)
 
 
 def test_no_crd_is_nothing_to_do(cluster: Cluster) -> None:
     legacy.install(cluster, with_cr=False)
-    cluster.delete_crd(crnames.CRD_NAME)
+    cluster.delete_crd(kyma.CRD_NAME)
     before = resource_versions(cluster)
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
@@ -138,11 +138,11 @@ def test_a_cr_marked_backed_up_without_our_backups_is_backed_up(cluster: Cluster
     install(cluster)
     cr = cluster.cr()
     assert cr is not None
-    crnames.mark(cluster.kube, cr, {BACKED_UP: "true"})
+    mark(cluster.kube, cr, {BACKED_UP: "true"})
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
     assert "not all verified copies of ours" in result.output
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         assert_verified_backup(cluster, name)
 
 
@@ -156,30 +156,30 @@ def test_backs_up_both_configmaps_verifies_and_marks(cluster: Cluster) -> None:
     assert result.exit_code == 0, result.output
     namespace = backup_namespace(cluster)
     assert namespace is not None
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         source = source_of(cluster, name)
         stored = assert_verified_backup(cluster, name)
         assert source is not None
         meta = stored["metadata"]
-        assert meta["labels"][names.LABEL] == names.LABEL_VALUE
+        assert meta["labels"][kyma.BACKUP_LABEL] == kyma.BACKUP_LABEL_VALUE
         assert "ownerReferences" not in meta
         recorded = annotations_of(stored)
-        assert recorded[names.SOURCE_NAMESPACE_ANNOTATION] == "kyma-system"
-        assert recorded[names.SOURCE_NAME_ANNOTATION] == name
-        assert recorded[names.TIME_ANNOTATION].endswith("Z")
+        assert recorded[kyma.SOURCE_NAMESPACE_ANNOTATION] == "kyma-system"
+        assert recorded[kyma.SOURCE_NAME_ANNOTATION] == name
+        assert recorded[kyma.BACKUP_TIME_ANNOTATION].endswith("Z")
         assert LAST_APPLIED not in recorded
         assert stored.get("data") == source.get("data")
         assert stored.get("binaryData") == source.get("binaryData")
         original = content_of(source, ignore=(LAST_APPLIED,))
-        copied = content_of(stored, ignore=names.OWN_ANNOTATIONS)
-        copied["metadata"]["labels"].pop(names.LABEL)
+        copied = content_of(stored, ignore=kyma.BACKUP_ANNOTATIONS)
+        copied["metadata"]["labels"].pop(kyma.BACKUP_LABEL)
         assert copied == original
     info = backup_of(cluster, "connectivity-proxy-info")
     assert info is not None and info["binaryData"] == {"blob.bin": "AAECAwQ="}
     cr = cluster.cr()
     assert cr is not None
     assert annotations_of(cr)[BACKED_UP] == "true"
-    assert names.MISSING_SOURCES_ANNOTATION not in annotations_of(cr)
+    assert kyma.MISSING_SOURCES_ANNOTATION not in annotations_of(cr)
     assert "verified the backup's digest" in result.output
     events = cluster.kube.request("GET", resource_path("", "v1", "events", "kyma-system"))
     assert any(
@@ -202,7 +202,7 @@ def test_a_crash_before_the_mark_keeps_the_backups_and_marks(cluster: Cluster) -
     install(cluster)
     assert cluster.run(BACKUP).exit_code == 0
     unmark(cluster)
-    backups_before = {n: backup_of(cluster, n) for n in names.SOURCES}
+    backups_before = {n: backup_of(cluster, n) for n in kyma.SOURCES}
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
     for name, before in backups_before.items():
@@ -219,11 +219,11 @@ def test_an_interrupted_backup_with_other_content_is_updated_in_place(cluster: C
     # An earlier attempt copied an older version of the source.
     stale = backup_of(cluster, "connectivity-proxy")
     assert stale is not None
-    stale["data"][legacy.CONFIG_KEY] = "tenantMode: dedicated\n"
-    stale["metadata"]["annotations"][names.DIGEST_ANNOTATION] = content_digest(stale)
-    stale["metadata"]["annotations"][names.SOURCE_RESOURCE_VERSION_ANNOTATION] = "1"
+    stale["data"][kyma.CONFIG_KEY] = "tenantMode: dedicated\n"
+    stale["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = content_digest(stale)
+    stale["metadata"]["annotations"][kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] = "1"
     stale = cluster.kube.replace(
-        resource_path("", "v1", "configmaps", names.NAMESPACE, "connectivity-proxy"), stale
+        resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, "connectivity-proxy"), stale
     )
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
@@ -241,7 +241,7 @@ def test_an_interrupted_backup_with_only_one_copy_is_completed(cluster: Cluster)
     kept = backup_of(cluster, "connectivity-proxy")
     assert kept is not None
     cluster.kube.delete(
-        resource_path("", "v1", "configmaps", names.NAMESPACE, "connectivity-proxy-info")
+        resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     )
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
@@ -253,10 +253,10 @@ def test_an_interrupted_backup_with_only_one_copy_is_completed(cluster: Cluster)
 
 def test_an_existing_empty_namespace_is_used(cluster: Cluster) -> None:
     install(cluster)
-    cluster.ensure_namespace(names.NAMESPACE)
+    cluster.ensure_namespace(kyma.BACKUP_NAMESPACE)
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         assert_verified_backup(cluster, name)
 
 
@@ -271,13 +271,15 @@ def test_a_missing_source_is_a_warning_recorded_on_the_cr(cluster: Cluster) -> N
     assert_verified_backup(cluster, "connectivity-proxy-info")
     recorded = annotations_of(cluster.cr())
     assert recorded[BACKED_UP] == "true"
-    assert names.parse_missing(recorded[names.MISSING_SOURCES_ANNOTATION]) == ["connectivity-proxy"]
+    assert backups.parse_missing(recorded[kyma.MISSING_SOURCES_ANNOTATION]) == [
+        "connectivity-proxy"
+    ]
 
 
 def test_a_terminating_backup_namespace_is_exit_1(cluster: Cluster) -> None:
     install(cluster)
-    cluster.ensure_namespace(names.NAMESPACE)
-    cluster.kube.delete(resource_path("", "v1", "namespaces", name=names.NAMESPACE))
+    cluster.ensure_namespace(kyma.BACKUP_NAMESPACE)
+    cluster.kube.delete(resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
     namespace = backup_namespace(cluster)
     assert namespace is not None and namespace["metadata"].get("deletionTimestamp")
     before = resource_versions(cluster)
@@ -300,7 +302,7 @@ def backup_sh_copy(cluster: Cluster, name: str) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": {
             "name": name,
-            "namespace": names.NAMESPACE,
+            "namespace": kyma.BACKUP_NAMESPACE,
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
         },
@@ -320,11 +322,11 @@ def test_a_copy_made_by_backup_sh_is_preserved_then_replaced_by_ours(cluster: Cl
     assert result.exit_code == 0, result.output
     assert_verified_backup(cluster, "connectivity-proxy-info")
     kept = cluster.configmap(
-        names.NAMESPACE, names.preserved_name("connectivity-proxy-info", foreign)
+        kyma.BACKUP_NAMESPACE, backups.preserved_name("connectivity-proxy-info", foreign)
     )
     assert kept is not None, result.output
     assert kept["data"] == foreign["data"]
-    assert kept["metadata"]["labels"][names.PRESERVED_LABEL] == "connectivity-proxy-info"
+    assert kept["metadata"]["labels"][kyma.PRESERVED_LABEL] == "connectivity-proxy-info"
     assert LAST_APPLIED in kept["metadata"]["annotations"]
     assert annotations_of(cluster.cr())[BACKED_UP] == "true"
     # A rerun keeps both as they are.
@@ -335,8 +337,8 @@ def test_a_copy_made_by_backup_sh_is_preserved_then_replaced_by_ours(cluster: Cl
 
 def remove_backup_namespace(cluster: Cluster) -> None:
     """Earlier tests leave the namespace (the reset keeps namespaces); some tests need none."""
-    cluster.kube.delete(resource_path("", "v1", "namespaces", name=names.NAMESPACE))
-    cluster.finalize_namespace(names.NAMESPACE)
+    cluster.kube.delete(resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
+    cluster.finalize_namespace(kyma.BACKUP_NAMESPACE)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(cluster: Cluster) -> None:
@@ -362,8 +364,8 @@ def test_dry_run_shows_an_update_as_a_diff(cluster: Cluster) -> None:
     )
     # The remedy a changed configuration gets: both marks removed, migrated again.
     cluster.kube.merge_patch(
-        crnames.CR_PATH,
-        {"metadata": {"annotations": {BACKED_UP: None, crnames.ANNOTATION_MIGRATED: None}}},
+        CR_PATH,
+        {"metadata": {"annotations": {BACKED_UP: None, kyma.ANNOTATION_MIGRATED: None}}},
         retry_safe=True,
     )
     assert cluster.run(MIGRATOR).exit_code == 0
@@ -406,8 +408,8 @@ class CompetingKube(Kube):
 
 def test_another_pod_creating_the_same_backup_first_is_a_reread(cluster: Cluster) -> None:
     install(cluster)
-    cluster.ensure_namespace(names.NAMESPACE)
-    collection = resource_path("", "v1", "configmaps", names.NAMESPACE)
+    cluster.ensure_namespace(kyma.BACKUP_NAMESPACE)
+    collection = resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE)
     others: dict[str, Any] = {}
 
     def other_pod_writes_first() -> None:
@@ -417,22 +419,22 @@ def test_another_pod_creating_the_same_backup_first_is_a_reread(cluster: Cluster
         meta = body["metadata"]
         body["metadata"] = {
             "name": meta["name"],
-            "namespace": names.NAMESPACE,
-            "labels": {**meta["labels"], names.LABEL: names.LABEL_VALUE},
+            "namespace": kyma.BACKUP_NAMESPACE,
+            "labels": {**meta["labels"], kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
             "annotations": {
                 **meta["annotations"],
-                names.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
-                names.SOURCE_NAME_ANNOTATION: meta["name"],
-                names.SOURCE_UID_ANNOTATION: meta["uid"],
-                names.SOURCE_RESOURCE_VERSION_ANNOTATION: meta["resourceVersion"],
-                names.TIME_ANNOTATION: "2000-01-01T00:00:00Z",
-                names.DIGEST_ANNOTATION: content_digest(source),
+                kyma.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
+                kyma.SOURCE_NAME_ANNOTATION: meta["name"],
+                kyma.SOURCE_UID_ANNOTATION: meta["uid"],
+                kyma.SOURCE_RESOURCE_VERSION_ANNOTATION: meta["resourceVersion"],
+                kyma.BACKUP_TIME_ANNOTATION: "2000-01-01T00:00:00Z",
+                kyma.BACKUP_DIGEST_ANNOTATION: content_digest(source),
             },
         }
         others["created"] = cluster.kube.create(collection, body)
 
     kube = CompetingKube(
-        cluster, f"/namespaces/{names.NAMESPACE}/configmaps", other_pod_writes_first
+        cluster, f"/namespaces/{kyma.BACKUP_NAMESPACE}/configmaps", other_pod_writes_first
     )
     outcome = core.backup(kube, core.Settings())
     assert outcome.changed
@@ -448,10 +450,10 @@ def test_a_cr_that_moves_before_the_mark_is_reread_and_marked(cluster: Cluster) 
 
     def someone_edits_the_cr() -> None:
         cluster.kube.merge_patch(
-            crnames.CR_PATH, {"metadata": {"labels": {"edited": "yes"}}}, retry_safe=True
+            CR_PATH, {"metadata": {"labels": {"edited": "yes"}}}, retry_safe=True
         )
 
-    kube = CompetingKube(cluster, crnames.CR_PATH, someone_edits_the_cr)
+    kube = CompetingKube(cluster, CR_PATH, someone_edits_the_cr)
     outcome = core.backup(kube, core.Settings())
     assert outcome.changed
     cr = cluster.cr()
@@ -477,7 +479,7 @@ def test_two_backups_at_once_both_succeed(cluster: Cluster) -> None:
     for thread in threads:
         thread.join()
     assert all(isinstance(o, core.Outcome) for o in outcomes), outcomes
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         assert_verified_backup(cluster, name)
     assert annotations_of(cluster.cr())[BACKED_UP] == "true"
 
@@ -495,7 +497,7 @@ def test_runs_as_a_process(cluster: Cluster) -> None:
 
 def originals(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {
-        name: content_of(source_of(cluster, name), ignore=(LAST_APPLIED,)) for name in names.SOURCES
+        name: content_of(source_of(cluster, name), ignore=(LAST_APPLIED,)) for name in kyma.SOURCES
     }
 
 
@@ -507,7 +509,7 @@ def backed_up(cluster: Cluster) -> dict[str, dict[str, Any]]:
 
 
 def delete_sources(cluster: Cluster) -> None:
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         cluster.kube.delete(resource_path("", "v1", "configmaps", "kyma-system", name))
 
 
@@ -518,11 +520,11 @@ def test_restore_round_trip(cluster: Cluster) -> None:
     result = cluster.run(RESTORE)
     assert result.exit_code == 0, result.output
     assert originals(cluster) == before
-    for name in names.SOURCES:
+    for name in kyma.SOURCES:
         restored = source_of(cluster, name)
         assert restored is not None
-        assert names.LABEL not in restored["metadata"]["labels"]
-        assert not set(names.OWN_ANNOTATIONS) & set(annotations_of(restored))
+        assert kyma.BACKUP_LABEL not in restored["metadata"]["labels"]
+        assert not set(kyma.BACKUP_ANNOTATIONS) & set(annotations_of(restored))
     assert "restored kyma-system/connectivity-proxy, kyma-system/connectivity-proxy-info" in (
         result.stdout
     )
@@ -563,11 +565,11 @@ def test_restore_dry_run_shows_the_plan_and_changes_nothing(cluster: Cluster) ->
 def test_restore_refuses_a_tampered_backup(cluster: Cluster, tamper: str) -> None:
     backed_up(cluster)
     delete_sources(cluster)
-    path = resource_path("", "v1", "configmaps", names.NAMESPACE, "connectivity-proxy-info")
+    path = resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     patch: dict[str, Any] = (
         {"data": {"onpremise_proxy_http_port": "1"}}
         if tamper == "data"
-        else {"metadata": {"annotations": {names.DIGEST_ANNOTATION: "sha256:00"}}}
+        else {"metadata": {"annotations": {kyma.BACKUP_DIGEST_ANNOTATION: "sha256:00"}}}
     )
     cluster.kube.merge_patch(path, patch, retry_safe=True)
     before = resource_versions(cluster)
@@ -584,7 +586,7 @@ def test_restore_over_a_changed_configmap_needs_force(cluster: Cluster) -> None:
     changed = cluster.kube.merge_patch(
         path,
         {
-            "data": {legacy.CONFIG_KEY: "tenantMode: dedicated\n"},
+            "data": {kyma.CONFIG_KEY: "tenantMode: dedicated\n"},
             "metadata": {"labels": {"reinstalled": "by-reconciler"}},
         },
         retry_safe=True,
@@ -616,10 +618,10 @@ def test_restore_without_backups_is_refused(cluster: Cluster) -> None:
 def test_restore_uses_a_preserved_copy_only_when_asked(cluster: Cluster) -> None:
     install(cluster)
     foreign = backup_sh_copy(cluster, "connectivity-proxy")
-    foreign["data"][legacy.CONFIG_KEY] += "# as backup.sh copied it\n"
+    foreign["data"][kyma.CONFIG_KEY] += "# as backup.sh copied it\n"
     cluster.apply([foreign])
     assert cluster.run(BACKUP).exit_code == 0
-    kept_name = names.preserved_name("connectivity-proxy", foreign)
+    kept_name = backups.preserved_name("connectivity-proxy", foreign)
     path = resource_path("", "v1", "configmaps", "kyma-system", "connectivity-proxy")
     cluster.kube.delete(path)
     # By default the verified backup is restored ...
@@ -634,7 +636,7 @@ def test_restore_uses_a_preserved_copy_only_when_asked(cluster: Cluster) -> None
     assert restored["data"] == foreign["data"]
     labels = restored["metadata"].get("labels") or {}
     annotations = restored["metadata"].get("annotations") or {}
-    assert names.PRESERVED_LABEL not in labels and names.LABEL not in labels
+    assert kyma.PRESERVED_LABEL not in labels and kyma.BACKUP_LABEL not in labels
     assert not [key for key in annotations if key.startswith("backup.connectivityproxy.sap.com/")]
     assert LAST_APPLIED not in annotations
     # A name that is not a preserved copy is refused, naming it.

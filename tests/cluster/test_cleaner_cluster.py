@@ -11,10 +11,9 @@ import pytest
 
 from cleaner import observe
 from cleaner import plan as planning
-from common import backups
+from common import backups, kyma
 from common.backups import content_digest
 from common.cluster.client import resource_path
-from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, REPO, Cluster, load_manifests
 from tests.support import chain
 from tests.support.cleaning import (
@@ -38,7 +37,7 @@ ISTIO_AND_CERT_CRDS = (
     "certificates.cert.gardener.cloud",
 )
 MAPPING_CRD = "servicemappings.connectivityproxy.sap.com"
-MODULE_LABEL = {planning.MANAGED_BY: planning.MODULE_OPERATOR}
+MODULE_LABEL = {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -87,14 +86,14 @@ def fake_backup(cluster: Cluster, name: str) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": {
             "name": name,
-            "namespace": backups.NAMESPACE,
-            "labels": {backups.LABEL: backups.LABEL_VALUE},
+            "namespace": kyma.BACKUP_NAMESPACE,
+            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
             "annotations": {
-                backups.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
-                backups.SOURCE_NAME_ANNOTATION: name,
-                backups.SOURCE_UID_ANNOTATION: source["metadata"]["uid"],
-                backups.SOURCE_RESOURCE_VERSION_ANNOTATION: source["metadata"]["resourceVersion"],
-                backups.DIGEST_ANNOTATION: content_digest(source),
+                kyma.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
+                kyma.SOURCE_NAME_ANNOTATION: name,
+                kyma.SOURCE_UID_ANNOTATION: source["metadata"]["uid"],
+                kyma.SOURCE_RESOURCE_VERSION_ANNOTATION: source["metadata"]["resourceVersion"],
+                kyma.BACKUP_DIGEST_ANNOTATION: content_digest(source),
             },
         },
         "data": copy.deepcopy(source.get("data") or {}),
@@ -152,8 +151,8 @@ def test_cleans_a_standard_installation_and_marks_the_cr(installed: Cluster) -> 
     assert "marked kyma-system/connectivity-proxy cleaned" in result.stdout
     assert "deleted: legacy installation object=kyma-system/connectivity-proxy" in result.output
     # The backups stay: they are what cp-restore brings back.
-    for name in backups.SOURCES:
-        assert cluster.configmap(backups.NAMESPACE, name) is not None
+    for name in kyma.SOURCES:
+        assert cluster.configmap(kyma.BACKUP_NAMESPACE, name) is not None
     events = cluster.kube.list(resource_path("", "v1", "events", "kyma-system"))
     assert any(event["reason"] == "Cleaned" for event in events)
     crd = cluster.get("apiextensions.k8s.io", "v1", "customresourcedefinitions", None, MAPPING_CRD)
@@ -414,7 +413,7 @@ def test_a_configmap_without_a_sound_backup_is_refused(cluster: Cluster) -> None
     assert cluster.run(MIGRATOR).exit_code == 0
     backup = fake_backup(cluster, "connectivity-proxy")  # and none of connectivity-proxy-info
     tampered = copy.deepcopy(backup)
-    tampered["data"][legacy.CONFIG_KEY] += "\n# edited"
+    tampered["data"][kyma.CONFIG_KEY] += "\n# edited"
     cluster.apply([tampered])
     mark(cluster, **{"connectivityproxy.sap.com/backed-up": "true"})
     result = cluster.run(CLEANER)
@@ -427,7 +426,7 @@ def test_a_configmap_without_a_sound_backup_is_refused(cluster: Cluster) -> None
     assert_the_restarted_chain_converges(cluster, result.output)
     preserved = [
         item
-        for item in cluster.kube.list(resource_path("", "v1", "configmaps", backups.NAMESPACE))
+        for item in cluster.kube.list(resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE))
         if backups.is_preserved(item)
     ]
     assert [item["data"] for item in preserved] == [tampered["data"]]
@@ -436,12 +435,12 @@ def test_a_configmap_without_a_sound_backup_is_refused(cluster: Cluster) -> None
 def test_hand_made_backups_are_honoured(cluster: Cluster) -> None:
     install_legacy(cluster, istio=False)
     assert cluster.run(MIGRATOR).exit_code == 0
-    for name in backups.SOURCES:
+    for name in kyma.SOURCES:
         fake_backup(cluster, name)
     mark(cluster, **{"connectivityproxy.sap.com/backed-up": "true"})
     result = cluster.run(CLEANER)
     assert result.exit_code == 0, result.output
-    for name in backups.SOURCES:
+    for name in kyma.SOURCES:
         assert cluster.configmap("kyma-system", name) is None
 
 
@@ -549,14 +548,14 @@ def test_full_chain_then_a_rerun_of_all_three_changes_nothing(cluster: Cluster) 
     assert remaining(cluster) == []
     cr = cluster.cr()
     assert cr is not None
-    stored = {name: cluster.configmap(backups.NAMESPACE, name) for name in backups.SOURCES}
+    stored = {name: cluster.configmap(kyma.BACKUP_NAMESPACE, name) for name in kyma.SOURCES}
     for step in (MIGRATOR, BACKUP, CLEANER):
         result = cluster.run(step)
         assert result.exit_code == 0, f"{step}: {result.output}"
     again = cluster.cr()
     assert again is not None
     assert again["metadata"]["resourceVersion"] == cr["metadata"]["resourceVersion"]
-    assert {name: cluster.configmap(backups.NAMESPACE, name) for name in backups.SOURCES} == stored
+    assert {name: cluster.configmap(kyma.BACKUP_NAMESPACE, name) for name in kyma.SOURCES} == stored
     assert all(handed_over(meta) for meta in mapping_metas(cluster))
 
 

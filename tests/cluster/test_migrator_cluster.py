@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, Cluster, load_manifests
@@ -19,7 +20,7 @@ MIGRATED = "connectivityproxy.sap.com/migrated"
 
 
 def user_config() -> dict[str, object]:
-    loaded = yaml.safe_load(legacy.legacy_configmap()["data"][legacy.CONFIG_KEY])
+    loaded = yaml.safe_load(legacy.legacy_configmap()["data"][kyma.CONFIG_KEY])
     assert isinstance(loaded, dict)
     return loaded
 
@@ -140,7 +141,7 @@ def test_a_statefulset_without_the_reconciler_annotation_is_still_legacy(cluster
 
 
 def test_an_unknown_field_is_refused_not_pruned(cluster: Cluster) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY] + "madeUpSetting: 1\n"
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY] + "madeUpSetting: 1\n"
     legacy.install(cluster, config_text=text)
     before = cluster.cr()
     result = cluster.run(MIGRATOR)
@@ -152,7 +153,7 @@ def test_an_unknown_field_is_refused_not_pruned(cluster: Cluster) -> None:
 
 
 def test_a_pattern_violation_is_refused_naming_the_field(cluster: Cluster) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "subaccountId: ", "subaccountId: a/"
     )
     legacy.install(cluster, config_text=text)
@@ -169,7 +170,7 @@ def test_a_bad_port_is_refused_naming_the_key(cluster: Cluster) -> None:
 
 
 def test_shared_mode_needs_the_secret(cluster: Cluster) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )
     legacy.install(cluster, config_text=text)
@@ -200,7 +201,7 @@ def test_shared_mode_needs_the_secret(cluster: Cluster) -> None:
 
 
 def test_service_key_secret_option_comes_from_the_environment(cluster: Cluster) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )
     legacy.install(cluster, config_text=text)
@@ -237,7 +238,7 @@ def test_dry_run_prints_a_diff_and_changes_nothing(cluster: Cluster) -> None:
 
 
 def test_dry_run_of_a_refused_config_exits_3(cluster: Cluster) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY] + "madeUpSetting: 1\n"
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY] + "madeUpSetting: 1\n"
     legacy.install(cluster, config_text=text)
     assert cluster.run(MIGRATOR, "--dry-run").exit_code == 3
 
@@ -277,7 +278,7 @@ def test_every_fleet_configmap_migrates(
     migrated = 0
     try:
         for index, configmap in enumerate(fleet):
-            config = yaml.safe_load(configmap["data"][legacy.CONFIG_KEY])
+            config = yaml.safe_load(configmap["data"][kyma.CONFIG_KEY])
             shared = config.get("tenantMode") == "shared"
             if shared_only and not shared:
                 continue
@@ -332,7 +333,7 @@ def test_options_come_from_environment_variables(cluster: Cluster, env_var: str)
 def test_numbers_and_words_where_the_crd_wants_text_keep_their_exact_text(
     cluster: Cluster,
 ) -> None:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
     text = re.sub(r"subaccountId: .*", "subaccountId: 0443", text)
     text = re.sub(r"highAvailabilityMode: .*", "highAvailabilityMode: off", text)
     legacy.install(cluster, config_text=text)
@@ -397,7 +398,7 @@ def test_a_run_reads_its_input_once_and_parses_the_user_configuration_once(
     from migrator import plan as planning
 
     text = (
-        legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+        legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
         .replace("tenantMode: dedicated", f"tenantMode: {mode}")
         .replace("externalPort: 443", "externalPort: 7:23")
     )
@@ -432,7 +433,7 @@ def test_a_run_reads_its_input_once_and_parses_the_user_configuration_once(
     result = cluster.run(MIGRATOR, *args)
     assert result.exit_code == 0, result.output
     assert "sexagesimal" in result.output
-    assert parses == [f"ConfigMap kyma-system/connectivity-proxy key {legacy.CONFIG_KEY}"]
+    assert parses == [f"ConfigMap kyma-system/connectivity-proxy key {kyma.CONFIG_KEY}"]
     assert choices == ["choose_source"]
     if mode == "shared" and not args:
         cr = cluster.cr()

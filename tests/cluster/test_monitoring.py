@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common import backups, reasons
-from common import cr as crnames
+from common import kyma, reasons
 from common import record as records
+from common.cr import CR_PATH, annotations_of
 from hack.devenv.cluster import REPO, Cluster, ToolResult
 from tests.support import chain, states
 from tests.support.faultproxy import FaultProxy, Rule, hook
@@ -97,7 +97,7 @@ def test_the_readme_documents_every_reason_code_and_annotation() -> None:
         r"^\| `([A-Z][A-Za-z]+)` \| (done|waiting|blocked|attention) \|", section, re.M
     )
     assert [code for code, _ in documented] == list(reasons.ALL)
-    for key in crnames.RECORD_ANNOTATIONS:
+    for key in kyma.RECORD_ANNOTATIONS:
         assert f"`{key}`" in section, key
     for series in ("info", "result", "since_timestamp_seconds", "created_timestamp_seconds"):
         assert f"connectivityproxy_migration_{series}" in section, series
@@ -127,7 +127,7 @@ def _chain(cluster: Cluster, kubeconfig: Path | None = None, **env: str) -> list
 
 def _record(cluster: Cluster) -> records.Record | None:
     cr = cluster.cr()
-    return None if cr is None else records.Record.of(crnames.annotations_of(cr))
+    return None if cr is None else records.Record.of(annotations_of(cr))
 
 
 @dataclass(frozen=True)
@@ -176,12 +176,12 @@ def _module_creates_cr(_cluster: Cluster, env: states.ClusterEnv) -> None:
 def _remigrate(_cluster: Cluster, env: states.ClusterEnv) -> None:
     # The remedy the refusal names: the marks off, the chain runs again.
     env.kube.merge_patch(
-        crnames.CR_PATH,
+        CR_PATH,
         {
             "metadata": {
                 "annotations": {
-                    crnames.ANNOTATION_MIGRATED: None,
-                    crnames.ANNOTATION_BACKED_UP: None,
+                    kyma.ANNOTATION_MIGRATED: None,
+                    kyma.ANNOTATION_BACKED_UP: None,
                 }
             }
         },
@@ -190,7 +190,7 @@ def _remigrate(_cluster: Cluster, env: states.ClusterEnv) -> None:
 
 
 def _namespace_goes(_cluster: Cluster, env: states.ClusterEnv) -> None:
-    env.finalize_namespace(backups.NAMESPACE)
+    env.finalize_namespace(kyma.BACKUP_NAMESPACE)
 
 
 def _migrate_orphaned(cluster: Cluster, _env: states.ClusterEnv) -> None:
@@ -265,7 +265,7 @@ def _assert_series(
     ksm: KubeStateMetrics, cluster: Cluster, step: str, result: str, reason: str
 ) -> None:
     """The series the README documents, as kube-state-metrics serves them."""
-    labels = {"namespace": crnames.NAMESPACE, "name": crnames.NAME}
+    labels = {"namespace": kyma.NAMESPACE, "name": kyma.CR_NAME}
     info = ksm.wait_for("info", step=step, result=result, reason=reason, **labels)
     assert len(info) == 1 and info[0].value == 1, ksm.series("info")
     assert info[0].labels["customresource_kind"] == "ConnectivityProxy"
@@ -315,7 +315,7 @@ def test_kube_state_metrics_shows_where_each_cluster_stands(
     case.fix(cluster, env)
     if case.step is None:
         # A CR no step has run on yet: only the time it appeared (the 24-hour alert's input).
-        created = ksm.wait_for("created_timestamp_seconds", name=crnames.NAME)
+        created = ksm.wait_for("created_timestamp_seconds", name=kyma.CR_NAME)
         assert len(created) == 1 and ksm.series("info") == [], ksm.metrics()
     final = _chain(cluster)
     assert [r.exit_code for r in final] == [0, 0, 0], "\n".join(r.output for r in final)
@@ -355,7 +355,7 @@ def test_a_sigterm_mid_run_shows_as_interrupted_then_done(
         Rule(
             hook(lambda: os.kill(pid[0], signal.SIGTERM)),
             method="PATCH",
-            path=re.escape(crnames.CR_PATH),
+            path=re.escape(CR_PATH),
             dry_run=False,
         )
     )

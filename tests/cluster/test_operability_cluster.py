@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from common import cr as crnames
+from common import kyma
 from common.cluster.client import resource_path
+from common.cr import CR_PATH, is_marked
 from common.errors import ApiError
 from hack.devenv import legacy
 from hack.devenv.cluster import REPO, Cluster, ToolResult
@@ -32,7 +33,7 @@ from tests.support.faultproxy import FaultProxy, Rule, delay, hook
 
 STATUS_ENTRY = "cleaner.status_cli:main"
 
-KEY = legacy.CONFIG_KEY
+KEY = kyma.CONFIG_KEY
 BASE = legacy.legacy_configmap()["data"][KEY]
 
 
@@ -77,9 +78,9 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         assert chain.run_in_process(step, cluster.kubeconfig).exit_code == 0
     held = [
         resource_path("apps", "v1", "statefulsets", "kyma-system", "connectivity-proxy"),
-        crnames.CR_PATH,
+        CR_PATH,
     ]
-    namespace = resource_path("", "v1", "namespaces", name=legacy.BACKUP_NAMESPACE)
+    namespace = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
     try:
         for path in held:
             cluster.kube.merge_patch(path, {"metadata": {"finalizers": [HOLD]}}, retry_safe=True)
@@ -94,7 +95,7 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         result = status_of(cluster)
         assert result.exit_code == 0, result.output
         rows = dict(line.split("  ", 1) for line in result.stdout.splitlines()[1:7])
-        backup_row = rows[f"backup {legacy.BACKUP_NAMESPACE}"].strip()
+        backup_row = rows[f"backup {kyma.BACKUP_NAMESPACE}"].strip()
         assert backup_row.startswith("namespace Terminating (being deleted)"), backup_row
         assert "being deleted (Terminating)" in rows["CR kyma-system/connectivity-proxy"]
         assert "being deleted" in rows["legacy installation"]
@@ -105,7 +106,7 @@ def test_status_shows_a_terminating_backup_namespace_and_objects_being_deleted(
         for path in held:
             with contextlib.suppress(ApiError):
                 cluster.kube.merge_patch(path, {"metadata": {"finalizers": None}}, retry_safe=True)
-        cluster.finalize_namespace(legacy.BACKUP_NAMESPACE)
+        cluster.finalize_namespace(kyma.BACKUP_NAMESPACE)
 
 
 def _identity(cluster: Cluster, tmp_path: Path, rules: list[dict[str, Any]]) -> Path:
@@ -303,7 +304,7 @@ def test_a_signal_at_any_point_is_one_line_exit_1_and_a_rerun_completes(
         interrupted = [line for line in run.lines if "interrupted by" in str(line.get("msg"))]
         cr = cluster.cr()
         assert cr is not None
-        marked = crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+        marked = is_marked(cr, kyma.ANNOTATION_CLEANED)
         if run.exit_code == 0:
             # The run ended before the signal was handled: done, and said so.
             assert marked and not interrupted, run.output
@@ -326,14 +327,14 @@ def test_a_signal_at_any_point_is_one_line_exit_1_and_a_rerun_completes(
                 assert handed_over(cluster) == count
             if not marked:
                 assert (
-                    f"the mark {crnames.ANNOTATION_CLEANED}" in message
+                    f"the mark {kyma.ANNOTATION_CLEANED}" in message
                     or "all of this step's work" in message
                 ), message
         # The kubelet starts the container again: it completes.
         rerun = chain.run_in_process(CLEANER, cluster.kubeconfig)
         assert rerun.exit_code == 0, rerun.output
         cr = cluster.cr()
-        assert cr is not None and crnames.is_marked(cr, crnames.ANNOTATION_CLEANED)
+        assert cr is not None and is_marked(cr, kyma.ANNOTATION_CLEANED)
         assert handed_over(cluster) == TOTAL
     print("\n".join(report))
 
@@ -385,7 +386,7 @@ def test_a_long_hand_over_logs_progress_at_most_every_2_seconds(
     assert all(float(line["rate"]) > 0 for line in handover)
 
 
-CR_WRITE = crnames.CR_PATH
+CR_WRITE = CR_PATH
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -437,8 +438,8 @@ def test_a_signal_while_the_marking_write_is_in_flight(
     cr = cluster.cr()
     assert cr is not None
     annotation = {
-        "migrator": crnames.ANNOTATION_MIGRATED,
-        "backup": crnames.ANNOTATION_BACKED_UP,
-        "cleaner": crnames.ANNOTATION_CLEANED,
+        "migrator": kyma.ANNOTATION_MIGRATED,
+        "backup": kyma.ANNOTATION_BACKED_UP,
+        "cleaner": kyma.ANNOTATION_CLEANED,
     }[step]
-    assert crnames.is_marked(cr, annotation)
+    assert is_marked(cr, annotation)

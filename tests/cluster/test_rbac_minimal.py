@@ -18,15 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from common import cr as crnames
+from common import kyma
+from common.cr import annotations_of
 from hack.devenv.cluster import Cluster
 from tests.support.rbac import STEPS, Grant, Lab, grants
 
 GRANTS = [grant for step in STEPS for grant in grants(step)]
 MARK = {
-    "migrator": crnames.ANNOTATION_MIGRATED,
-    "backup": crnames.ANNOTATION_BACKED_UP,
-    "cleaner": crnames.ANNOTATION_CLEANED,
+    "migrator": kyma.ANNOTATION_MIGRATED,
+    "backup": kyma.ANNOTATION_BACKED_UP,
+    "cleaner": kyma.ANNOTATION_CLEANED,
 }
 
 
@@ -70,7 +71,7 @@ def test_every_single_grant_is_needed(lab: Lab, grant: Grant) -> None:
     if grant.name:
         assert grant.name in result.output
     # Nothing half done.
-    assert cr is None or MARK[grant.step] not in crnames.annotations_of(cr)
+    assert cr is None or MARK[grant.step] not in annotations_of(cr)
     if grant.step == "migrator":  # the CR is its only write
         assert after == before
     if grant.step == "cleaner":

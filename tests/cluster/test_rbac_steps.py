@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from common import backups
-from common import cr as crnames
+from common import backups, kyma
 from common.cluster.client import resource_path
+from common.cr import annotations_of
 from hack.devenv.cluster import Cluster
 from tests.support.rbac import STEPS, Lab
 
-MARKS = (crnames.ANNOTATION_MIGRATED, crnames.ANNOTATION_BACKED_UP, crnames.ANNOTATION_CLEANED)
+MARKS = (kyma.ANNOTATION_MIGRATED, kyma.ANNOTATION_BACKED_UP, kyma.ANNOTATION_CLEANED)
 EVENT_REASONS = {"migrator": "Migrated", "backup": "BackedUp", "cleaner": "Cleaned"}
 MAPPINGS = resource_path("connectivityproxy.sap.com", "v1", "servicemappings")
 
@@ -44,19 +44,17 @@ def test_each_step_succeeds_with_only_its_own_roles(lab: Lab) -> None:
 
     cr = cluster.cr()
     assert cr is not None
-    assert {key: crnames.annotations_of(cr).get(key) for key in MARKS} == dict.fromkeys(
-        MARKS, "true"
-    )
-    events = cluster.kube.list(resource_path("", "v1", "events", crnames.NAMESPACE))
+    assert {key: annotations_of(cr).get(key) for key in MARKS} == dict.fromkeys(MARKS, "true")
+    events = cluster.kube.list(resource_path("", "v1", "events", kyma.NAMESPACE))
     reasons = {
         event["reason"]
         for event in events
-        if event["involvedObject"].get("name") == crnames.NAME
+        if event["involvedObject"].get("name") == kyma.CR_NAME
         and event["involvedObject"].get("uid") == cr["metadata"]["uid"]
     }
     assert set(EVENT_REASONS.values()) <= reasons
-    for name in backups.SOURCES:
-        backup = cluster.configmap(backups.NAMESPACE, name)
+    for name in kyma.SOURCES:
+        backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
         assert backup is not None and backups.digest_problem(backup) is None, name
     remaining = [
         str(obj)
@@ -72,4 +70,4 @@ def test_each_step_succeeds_with_only_its_own_roles(lab: Lab) -> None:
     assert len(mappings) == 3
     for mapping in mappings:
         labels = mapping["metadata"].get("labels") or {}
-        assert labels.get(cleaner_plan.MANAGED_BY) == cleaner_plan.MODULE_OPERATOR, mapping
+        assert labels.get(kyma.MANAGED_BY) == kyma.MODULE_OPERATOR, mapping

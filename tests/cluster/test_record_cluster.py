@@ -4,15 +4,15 @@ failure to write it changes nothing else (README "Fleet view")."""
 
 from __future__ import annotations
 
-from common import cr as crnames
-from common import reasons, record
+from common import kyma, reasons, record
 from common.cluster.client import resource_path
+from common.cr import annotations_of
 from hack.devenv import legacy
 from hack.devenv.cluster import AuditWindow, Cluster
 from tests.support import chain
 from tests.support.rbac import shared_mode_config
 
-EVENTS = resource_path("", "v1", "events", crnames.NAMESPACE)
+EVENTS = resource_path("", "v1", "events", kyma.NAMESPACE)
 
 
 def _cr_writes(window: AuditWindow, tool: str) -> list[dict[str, object]]:
@@ -36,7 +36,7 @@ def test_the_record_costs_one_request_per_run_and_none_when_unchanged(cluster: C
         if window.available:
             # The step's mark and the record: two writes of the CR, nothing more.
             assert len(_cr_writes(window, tool)) == 2, result.output
-        found = record.Record.of(crnames.annotations_of(cluster.cr() or {}))
+        found = record.Record.of(annotations_of(cluster.cr() or {}))
         assert found is not None and (found.step, found.result) == (tool, "done")
     cr = cluster.cr()
     assert cr is not None
@@ -53,7 +53,7 @@ def _blocked_install(cluster: Cluster) -> None:
     """The legacy configuration in shared tenant mode, its service-key Secret missing."""
     legacy.fresh_install(cluster)
     cluster.kube.merge_patch(
-        resource_path("", "v1", "configmaps", crnames.NAMESPACE, "connectivity-proxy"),
+        resource_path("", "v1", "configmaps", kyma.NAMESPACE, "connectivity-proxy"),
         {"data": {"connectivity-proxy-config.yml": shared_mode_config()}},
         retry_safe=True,
     )
@@ -78,7 +78,7 @@ def test_a_blocked_step_is_one_warning_event_counting_its_repeats(cluster: Clust
     assert event["count"] == 3
     assert event["source"]["component"] == "cp-migrator"
     assert "tenantMode is shared" in event["message"]
-    found = record.Record.of(crnames.annotations_of(cr))
+    found = record.Record.of(annotations_of(cr))
     assert found is not None
     assert (found.step, found.result, found.reason) == (
         "migrator",
@@ -90,7 +90,7 @@ def test_a_blocked_step_is_one_warning_event_counting_its_repeats(cluster: Clust
 def test_a_dry_run_leaves_no_record(cluster: Cluster) -> None:
     legacy.fresh_install(cluster)
     assert chain.run_in_process(chain.MIGRATOR, cluster.kubeconfig, "--dry-run").exit_code == 0
-    assert record.Record.of(crnames.annotations_of(cluster.cr() or {})) is None
+    assert record.Record.of(annotations_of(cluster.cr() or {})) is None
 
 
 def test_the_termination_message_names_the_reason(cluster: Cluster, tmp_path: object) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from cleaner import plan as planning
-from common import backups
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, Cluster
@@ -120,7 +120,7 @@ def test_the_table_is_readable(cluster: Cluster) -> None:
                 "metadata": {
                     "name": "connectivity-proxy",
                     "namespace": "kyma-system",
-                    "labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR},
+                    "labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR},
                 },
                 "spec": {"ports": [{"port": 80}]},
             }
@@ -148,12 +148,12 @@ def test_a_tampered_backup_does_not_verify(cluster: Cluster) -> None:
     install_legacy(cluster, istio=False)
     run(cluster, MIGRATOR)
     run(cluster, BACKUP)
-    backup = cluster.configmap(backups.NAMESPACE, "connectivity-proxy-info")
+    backup = cluster.configmap(kyma.BACKUP_NAMESPACE, "connectivity-proxy-info")
     assert backup is not None
     tampered = copy.deepcopy(backup)
     tampered["data"]["onpremise_proxy_http_port"] = "1"
     cluster.kube.replace(
-        resource_path("", "v1", "configmaps", backups.NAMESPACE, "connectivity-proxy-info"),
+        resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, "connectivity-proxy-info"),
         tampered,
     )
     found = status(cluster)

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from common import backups
-from common import cr as crnames
+from common import backups, kyma
 from common.cli import package_version
 from common.cluster.client import resource_path
+from common.cr import annotations_of
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, REPO, Cluster, load_manifests
 from hack.devenv.images import (
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.images
 
 DEPLOY = REPO / "deploy"
 RBAC_FILES = ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml")
-MARKS = (crnames.ANNOTATION_MIGRATED, crnames.ANNOTATION_BACKED_UP, crnames.ANNOTATION_CLEANED)
+MARKS = (kyma.ANNOTATION_MIGRATED, kyma.ANNOTATION_BACKED_UP, kyma.ANNOTATION_CLEANED)
 MAPPINGS = ("cp-migration-e2e-a", "cp-migration-e2e-b")
 MAPPING_PATH = resource_path("connectivityproxy.sap.com", "v1", "servicemappings")
 MAX_ADDED_BYTES = 120 * 1000 * 1000
@@ -109,7 +109,7 @@ def explain(runs: list[Run]) -> str:
 def marks_of(cluster: Cluster) -> dict[str, str]:
     cr = cluster.cr()
     assert cr is not None
-    return crnames.annotations_of(cr)
+    return annotations_of(cr)
 
 
 # -- the images themselves ----------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_chain_migrates_backs_up_and_cleans_in_cluster_with_rbac(
     installation: Cluster, images: Images, tmp_path: Path
 ) -> None:
     cluster = installation
-    user_config = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    user_config = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
     runs = run_chain(cluster, images, service_account_dir(cluster, tmp_path / "sa"))
     assert [r.exit_code for r in runs] == [0, 0, 0], explain(runs)
     for run in runs:  # in-cluster configuration, JSON logs off a terminal
@@ -212,14 +212,12 @@ def test_chain_migrates_backs_up_and_cleans_in_cluster_with_rbac(
 
     cr = cluster.cr()
     assert cr is not None
-    assert {key: crnames.annotations_of(cr).get(key) for key in MARKS} == dict.fromkeys(
-        MARKS, "true"
-    )
+    assert {key: annotations_of(cr).get(key) for key in MARKS} == dict.fromkeys(MARKS, "true")
     assert "subaccountId" in user_config
     assert cr["spec"]["config"]["subaccountId"] == "1b3c5d7e-9f21-4a6b-8c0d-2e4f6a8b0c1d"
 
-    for name in backups.SOURCES:
-        backup = cluster.configmap(backups.NAMESPACE, name)
+    for name in kyma.SOURCES:
+        backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
         assert backup is not None, name
         assert backups.digest_problem(backup) is None, name
 
@@ -275,7 +273,9 @@ def _without_rule(
         ),
         (
             # The cleaner lists the backups too, and the Pod has both roles.
-            tuple((f"cp-migration-{step}", backups.NAMESPACE) for step in ("backup", "cleaner")),
+            tuple(
+                (f"cp-migration-{step}", kyma.BACKUP_NAMESPACE) for step in ("backup", "cleaner")
+            ),
             lambda r: r["verbs"] == ["list"],
             "backup",
             "list",
@@ -343,8 +343,8 @@ def test_a_missing_permission_stops_the_chain_naming_verb_and_resource(
         assert after is not None
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     if failing in ("migrator", "backup"):
-        for name in backups.SOURCES:
-            assert cluster.configmap(backups.NAMESPACE, name) is None
+        for name in kyma.SOURCES:
+            assert cluster.configmap(kyma.BACKUP_NAMESPACE, name) is None
     remaining = [obj for obj in legacy_objects() if cluster.kube.get(legacy_path(obj))]
     assert len(remaining) == len(legacy_objects()), "the cleaner deleted something"
     for name in MAPPINGS:  # nor handed a ServiceMapping over

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from common import backups, reasons, record
-from common import cr as crnames
+from common import backups, kyma, reasons, record
 from common.cluster.client import resource_path
+from common.cr import annotations_of
 from common.errors import ApiError
 from hack.devenv import legacy
 from hack.devenv import pods as P
@@ -35,7 +35,7 @@ from tests.support.node import NodeCluster
 
 pytestmark = [pytest.mark.node, pytest.mark.cluster]
 
-MARKS = (crnames.ANNOTATION_MIGRATED, crnames.ANNOTATION_BACKED_UP, crnames.ANNOTATION_CLEANED)
+MARKS = (kyma.ANNOTATION_MIGRATED, kyma.ANNOTATION_BACKED_UP, kyma.ANNOTATION_CLEANED)
 SERVICE_MAPPINGS = resource_path(*legacy.SERVICE_MAPPINGS)
 
 
@@ -61,11 +61,11 @@ def assert_migrated(node: NodeCluster) -> None:
     cluster = node.cluster
     cr = cluster.cr()
     assert cr is not None
-    marks = crnames.annotations_of(cr)
+    marks = annotations_of(cr)
     assert {key: marks.get(key) for key in MARKS} == dict.fromkeys(MARKS, "true")
     assert cr["spec"]["config"]["subaccountId"] == "1b3c5d7e-9f21-4a6b-8c0d-2e4f6a8b0c1d"
-    for name in backups.SOURCES:
-        backup = cluster.configmap(backups.NAMESPACE, name)
+    for name in kyma.SOURCES:
+        backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
         assert backup is not None, name
         assert backups.digest_problem(backup) is None, name
     assert legacy_left(node) == []
@@ -180,7 +180,7 @@ def test_a_missing_grant_added_back_is_retried_with_backoff_to_running(
     errors = "\n".join(line["msg"] for line in P.json_lines(log) if line["level"] == "error")
     assert 'cannot get resource "connectivityproxies"' in errors, log
     cr = node.cluster.cr()
-    assert cr is not None and crnames.ANNOTATION_MIGRATED not in crnames.annotations_of(cr)
+    assert cr is not None and kyma.ANNOTATION_MIGRATED not in annotations_of(cr)
 
     fixed_at = time.monotonic()
     node.cluster.apply([obj for obj in objects if obj["kind"] == "Role"])
@@ -295,7 +295,7 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
     `kubectl get pod` shows Init:CrashLoopBackOff with the reason in the step's log, in the
     init container's termination message and in one Warning Event whose count grows."""
     node = node_cluster
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )
     assert "tenantMode: shared" in text
@@ -323,7 +323,7 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
     assert after is not None
     # Nothing changed but the record of why (README "Fleet view").
     assert after["spec"] == before["spec"]
-    marks = crnames.annotations_of(after)
+    marks = annotations_of(after)
     assert not any(marks.get(key) for key in MARKS)
     found = record.Record.of(marks)
     assert found is not None
@@ -344,7 +344,7 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
     # And kubectl describe connectivityproxy: one Warning Event, its repeats counted.
     warnings = [
         event
-        for event in node.cluster.kube.list(resource_path("", "v1", "events", crnames.NAMESPACE))
+        for event in node.cluster.kube.list(resource_path("", "v1", "events", kyma.NAMESPACE))
         if event.get("type") == "Warning"
         and event["involvedObject"].get("uid") == after["metadata"]["uid"]
     ]
@@ -363,7 +363,7 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
         ).stdout
         assert f"{reasons.SHARED_MODE_SECRET_MISSING}: tenantMode is shared" in shown, shown
         shown = subprocess.run(
-            [*base, crnames.NAMESPACE, "connectivityproxy", crnames.NAME],
+            [*base, kyma.NAMESPACE, "connectivityproxy", kyma.CR_NAME],
             capture_output=True,
             text=True,
             check=True,

@@ -23,8 +23,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from common.cluster.client import resource_path
-from common.cr import RECORD_ANNOTATIONS
 from common.errors import ApiError
+from common.kyma import RECORD_ANNOTATIONS
 from hack.devenv import legacy
 from hack.devenv.cluster import (
     CLUSTER_SCOPED,

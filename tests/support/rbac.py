@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import backups, record
-from common import cr as crnames
+from common import kyma, record
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
+from common.cr import CR_PATH
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, REPO, Cluster, ToolResult, load_manifests
 from tests.support import chain
@@ -61,7 +61,7 @@ SCENARIOS: dict[tuple[str, ...], str] = {
         "cleaner",
         "get",
         "customresourcedefinitions",
-        crnames.CRD_NAME,
+        kyma.CRD_NAME,
     ): CR_ABSENT,
     **{
         (step, verb, "events", record.event_name(step)): BLOCKED
@@ -281,7 +281,7 @@ def _stripped(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def shared_mode_config() -> str:
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
     return str(text).replace("tenantMode: dedicated", "tenantMode: shared")
 
 
@@ -397,11 +397,13 @@ class Lab:
         assert result.exit_code == expected, f"{step} as the admin: {result.output}"
 
     def _delete_backups(self) -> None:
-        for name in backups.SOURCES:
-            self.cluster.kube.delete(resource_path("", "v1", "configmaps", backups.NAMESPACE, name))
+        for name in kyma.SOURCES:
+            self.cluster.kube.delete(
+                resource_path("", "v1", "configmaps", kyma.BACKUP_NAMESPACE, name)
+            )
 
     def _delete_cr(self) -> None:
-        self.cluster.kube.delete(crnames.CR_PATH)
+        self.cluster.kube.delete(CR_PATH)
         while self.cluster.cr() is not None:  # no finalizers; gone a moment later
             time.sleep(0.02)
 
@@ -420,7 +422,7 @@ class Lab:
                 self._user_configuration(shared_mode_config())
                 for name in ("connectivity-service-service-key", "connectivity-proxy-service-key"):
                     self.cluster.kube.delete(
-                        resource_path("", "v1", "secrets", "kyma-system", name)
+                        resource_path("", "v1", "secrets", kyma.NAMESPACE, name)
                     )
                 self._admin_step("migrator", expected=3)
             if scenario == RECREATED_CR:
@@ -435,7 +437,7 @@ class Lab:
                     ),
                     *(
                         resource_path("", "v1", "configmaps", "kyma-system", name)
-                        for name in backups.SOURCES
+                        for name in kyma.SOURCES
                     ),
                 ):
                     self.cluster.kube.delete(path)
@@ -456,7 +458,7 @@ class Lab:
                 self.cluster.apply(copy.deepcopy(self._stale_backups()))
             elif scenario == BLOCKED:
                 # The configuration changed after the migration, refused once already.
-                text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+                text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
                 self.cluster.apply([legacy.legacy_configmap(f"{text}\n# edited\n")])
                 self._admin_step("backup", expected=3)
             elif scenario == CR_ABSENT:
@@ -483,8 +485,8 @@ class Lab:
 
     def _mark_backed_up(self, value: str | None) -> None:
         self.cluster.kube.merge_patch(
-            crnames.CR_PATH,
-            {"metadata": {"annotations": {crnames.ANNOTATION_BACKED_UP: value}}},
+            CR_PATH,
+            {"metadata": {"annotations": {kyma.ANNOTATION_BACKED_UP: value}}},
             retry_safe=True,
         )
 
@@ -501,8 +503,8 @@ class Lab:
         if self.stale_backups is None:
             self._admin_step("backup")
             found = []
-            for name in backups.SOURCES:
-                backup = self.cluster.configmap(backups.NAMESPACE, name)
+            for name in kyma.SOURCES:
+                backup = self.cluster.configmap(kyma.BACKUP_NAMESPACE, name)
                 assert backup is not None
                 stale = _stripped(backup)
                 stale["data"] = {key: f"{value}\n# earlier" for key, value in stale["data"].items()}

@@ -33,15 +33,15 @@ import yaml
 from backup import core as backup_core
 from backup import plan as backup_plan
 from cleaner import core as cleaner_core
-from common import backups
-from common import cr as crnames
+from common import backups, kyma
 from common.cluster.client import Kube, resource_path
+from common.cr import CR_PATH, annotations_of
 from common.errors import ApiError, CpError
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, Cluster, load_manifests
 from migrator import core as migrator_core
 
-CONFIG_KEY = legacy.CONFIG_KEY
+CONFIG_KEY = kyma.CONFIG_KEY
 # A value only the user's configuration has: where it is, the configuration is.
 MARKER = str(
     yaml.safe_load(legacy.legacy_configmap()["data"][CONFIG_KEY])["servers"]["businessDataTunnel"][
@@ -248,7 +248,7 @@ def run_chain(env: Env) -> list[Run]:
 
 
 def _annotate(env: Env, values: dict[str, str | None]) -> None:
-    env.kube.merge_patch(crnames.CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
+    env.kube.merge_patch(CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
 
 
 def go_migrate(env: Env) -> None:
@@ -265,9 +265,9 @@ def go_migrate(env: Env) -> None:
     ):
         config["servers"]["proxy"].setdefault(field_name, {})["port"] = int(ports[key])
     env.kube.merge_patch(
-        crnames.CR_PATH,
+        CR_PATH,
         {
-            "metadata": {"annotations": {crnames.ANNOTATION_MIGRATED: "true"}},
+            "metadata": {"annotations": {kyma.ANNOTATION_MIGRATED: "true"}},
             "spec": {"config": config},
         },
         retry_safe=True,
@@ -283,7 +283,7 @@ def backup_sh_copy(source: dict[str, Any]) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": {
             "name": meta["name"],
-            "namespace": backups.NAMESPACE,
+            "namespace": kyma.BACKUP_NAMESPACE,
             "labels": dict(meta.get("labels") or {}),
             "annotations": dict(meta.get("annotations") or {}),
         },
@@ -295,14 +295,14 @@ def backup_sh_copy(source: dict[str, Any]) -> dict[str, Any]:
 
 def backup_sh(env: Env) -> None:
     """The original backup.sh: deletes earlier copies, copies what exists, marks the CR."""
-    _ensure_namespace(env, backups.NAMESPACE)
-    for name in backups.SOURCES:
-        _delete(env, configmap_path(backups.NAMESPACE, name))
-    for name in backups.SOURCES:
+    _ensure_namespace(env, kyma.BACKUP_NAMESPACE)
+    for name in kyma.SOURCES:
+        _delete(env, configmap_path(kyma.BACKUP_NAMESPACE, name))
+    for name in kyma.SOURCES:
         source = env.kube.get(configmap_path(KYMA, name))
         if source is not None:
             env.apply([backup_sh_copy(source)])
-    _annotate(env, {crnames.ANNOTATION_BACKED_UP: "true"})
+    _annotate(env, {kyma.ANNOTATION_BACKED_UP: "true"})
 
 
 def cleaner_sh(env: Env) -> None:
@@ -335,9 +335,9 @@ def cleaner_sh(env: Env) -> None:
             )
     _delete(env, resource_path("apps", "v1", "statefulsets", KYMA, "connectivity-proxy"))
     _delete(env, resource_path("", "v1", "services", KYMA, "connectivity-proxy"))
-    for name in backups.SOURCES:
+    for name in kyma.SOURCES:
         _delete(env, configmap_path(KYMA, name))
-    _annotate(env, {crnames.ANNOTATION_CLEANED: "true"})
+    _annotate(env, {kyma.ANNOTATION_CLEANED: "true"})
 
 
 def _ours(env: Env, step: str) -> None:
@@ -384,11 +384,11 @@ def build(env: Env, state: State) -> None:
             PRODUCERS[step](env)
     # What happened to the CR afterwards.
     if state.cr in ("recreated", "deleted"):
-        _delete(env, crnames.CR_PATH)
+        _delete(env, CR_PATH)
         if state.cr == "recreated":
             env.apply([default_cr()])
     elif state.cr == "no-crd":
-        env.delete_crd(crnames.CRD_NAME)
+        env.delete_crd(kyma.CRD_NAME)
     # The legacy StatefulSet.
     sts_path = resource_path("apps", "v1", "statefulsets", KYMA, "connectivity-proxy")
     if state.sts == "absent":
@@ -397,8 +397,8 @@ def build(env: Env, state: State) -> None:
         env.apply([statefulset(annotated=state.sts == "reconciler")])
     # The legacy ConfigMaps: the reconciler installs them again; a person edits or deletes.
     wanted = {
-        "both": backups.SOURCES,
-        "edited": backups.SOURCES,
+        "both": kyma.SOURCES,
+        "edited": kyma.SOURCES,
         "config": ("connectivity-proxy",),
         "info": ("connectivity-proxy-info",),
         "none": (),
@@ -420,10 +420,10 @@ def build(env: Env, state: State) -> None:
         )
     # The backups.
     if state.backups == "absent":
-        for name in backups.SOURCES:
-            _delete(env, configmap_path(backups.NAMESPACE, name))
+        for name in kyma.SOURCES:
+            _delete(env, configmap_path(kyma.BACKUP_NAMESPACE, name))
     elif state.backups == "ours-corrupt":
-        _ensure_namespace(env, backups.NAMESPACE)
+        _ensure_namespace(env, kyma.BACKUP_NAMESPACE)
         source = original_configmaps()["connectivity-proxy"]
         source["metadata"].update({"uid": "uid-earlier", "resourceVersion": "1"})
         content = backup_plan.backup_content(source, "2026-01-01T00:00:00Z")
@@ -432,7 +432,7 @@ def build(env: Env, state: State) -> None:
             "kind": "ConfigMap",
             "metadata": {
                 "name": "connectivity-proxy",
-                "namespace": backups.NAMESPACE,
+                "namespace": kyma.BACKUP_NAMESPACE,
                 **content["metadata"],
             },
             # A person edited it after cp-backup made it: its digest no longer verifies.
@@ -440,13 +440,13 @@ def build(env: Env, state: State) -> None:
         }
         env.apply([ours])
     elif state.backups == "foreign":
-        _ensure_namespace(env, backups.NAMESPACE)
-        for name in backups.SOURCES:
-            _delete(env, configmap_path(backups.NAMESPACE, name))
+        _ensure_namespace(env, kyma.BACKUP_NAMESPACE)
+        for name in kyma.SOURCES:
+            _delete(env, configmap_path(kyma.BACKUP_NAMESPACE, name))
         env.apply([backup_sh_copy(cm) for cm in original_configmaps().values()])
     elif state.backups == "terminating":
-        _ensure_namespace(env, backups.NAMESPACE)
-        _delete(env, resource_path("", "v1", "namespaces", name=backups.NAMESPACE))
+        _ensure_namespace(env, kyma.BACKUP_NAMESPACE)
+        _delete(env, resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
 
 
 # -- what is true of a state ---------------------------------------------------------------------
@@ -465,16 +465,16 @@ class Where:
 def where_config(env: Env) -> Where:
     found = Where()
     values = (MARKER, EDITED)
-    cr = env.kube.get(crnames.CR_PATH)
+    cr = env.kube.get(CR_PATH)
     if cr is not None and any(v in json.dumps(cr.get("spec") or {}) for v in values):
         found.places.add("CR")
     live = env.kube.get(configmap_path(KYMA, "connectivity-proxy"))
     if live is not None and any(v in json.dumps(live.get("data") or {}) for v in values):
         found.places.add("legacy ConfigMap")
-    namespace = env.kube.get(resource_path("", "v1", "namespaces", name=backups.NAMESPACE))
+    namespace = env.kube.get(resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
     if namespace is not None:
         terminating = bool(namespace["metadata"].get("deletionTimestamp"))
-        for item in env.kube.list(configmap_path(backups.NAMESPACE)):
+        for item in env.kube.list(configmap_path(kyma.BACKUP_NAMESPACE)):
             if any(v in json.dumps(item.get("data") or {}) for v in values):
                 kind = "preserved copy" if backups.is_preserved(item) else "backup"
                 found.places.add(f"{kind} (Terminating namespace)" if terminating else kind)
@@ -482,8 +482,8 @@ def where_config(env: Env) -> Where:
 
 
 def cr_annotations(env: Env) -> dict[str, str] | None:
-    cr = env.kube.get(crnames.CR_PATH)
-    return None if cr is None else crnames.annotations_of(cr)
+    cr = env.kube.get(CR_PATH)
+    return None if cr is None else annotations_of(cr)
 
 
 # -- remedies: what a person (or the module) does on each message -------------------------------
@@ -502,17 +502,17 @@ def remedy(env: Env, run: Run) -> str | None:
                 env.apply([original])
         return "the reconciler installs the ConfigMaps again"
     if "is being deleted (Terminating" in text:
-        env.finalize_namespace(backups.NAMESPACE)
+        env.finalize_namespace(kyma.BACKUP_NAMESPACE)
         return "the namespace finishes terminating"
     if "connectivityproxy.sap.com/migrated- connectivityproxy.sap.com/backed-up-" in text:
-        _annotate(env, {crnames.ANNOTATION_MIGRATED: None, crnames.ANNOTATION_BACKED_UP: None})
+        _annotate(env, {kyma.ANNOTATION_MIGRATED: None, kyma.ANNOTATION_BACKED_UP: None})
         return "kubectl annotate ... migrated- backed-up-, pod restarted"
-    if f"kubectl label configmap -n {backups.NAMESPACE}" in text:
-        for name in backups.SOURCES:
-            path = configmap_path(backups.NAMESPACE, name)
+    if f"kubectl label configmap -n {kyma.BACKUP_NAMESPACE}" in text:
+        for name in kyma.SOURCES:
+            path = configmap_path(kyma.BACKUP_NAMESPACE, name)
             if env.kube.get(path) is not None:
                 env.kube.merge_patch(
-                    path, {"metadata": {"labels": {backups.LABEL: None}}}, retry_safe=True
+                    path, {"metadata": {"labels": {kyma.BACKUP_LABEL: None}}}, retry_safe=True
                 )
         return "kubectl label ... made-by-"
     if "rollout restart" in text:  # the chain runs again from the migrator
@@ -552,7 +552,7 @@ def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
         if last.exit_code == 0:
             break
         if last.exit_code == 3 and not any(
-            ref in last.message for ref in ("kyma-system/", f"{backups.NAMESPACE}/")
+            ref in last.message for ref in ("kyma-system/", f"{kyma.BACKUP_NAMESPACE}/")
         ):
             problems.append(f"exit 3 names no object: {last.message}")
         done = remedy(env, last)
@@ -574,9 +574,9 @@ def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
         problems.append(f"the configuration was lost: it was in {start.places}, now {end.places}")
     annotations = cr_annotations(env)
     if annotations is not None and final[-1].exit_code == 0:
-        migrated = annotations.get(crnames.ANNOTATION_MIGRATED) == "true"
-        cleaned = annotations.get(crnames.ANNOTATION_CLEANED) == "true"
-        orphaned = crnames.ANNOTATION_ORPHANED in annotations
+        migrated = annotations.get(kyma.ANNOTATION_MIGRATED) == "true"
+        cleaned = annotations.get(kyma.ANNOTATION_CLEANED) == "true"
+        orphaned = kyma.ANNOTATION_ORPHANED in annotations
         if cleaned and not migrated:
             problems.append("marked cleaned but not migrated")
         # Orphaned ConfigMaps excuse a CR without the configuration only where they hold it.

@@ -65,7 +65,7 @@ def canned(*, everything: bool = True) -> Results:
                 )
                 for i in range(2)
             ],
-            versions={"containerd": "1.7", "runc": "1.1"},
+            versions={"kubelet": "v1.35.4", "containerd": "1.7", "runc": "1.1"},
             ready_seconds=12.3,
             added_mib=250.0,
         )
@@ -96,7 +96,7 @@ def test_the_report_of_a_full_run() -> None:
     assert "so its minimum is 65 + max(1, ⌈N/500⌉) + N." in text
     assert "median of 2 runs each.\n\n| N | runs |" in text
     assert "| apply -> operator container started (containerd) | 5.50 | 5.00-6.00 |" in text
-    assert "containerd 1.7, runc 1.1" in text
+    assert "(kubelet v1.35.4, containerd 1.7, runc 1.1, CNI bridge)" in text
     assert "\n## Profiling\n" in text  # the notes close the report
 
 

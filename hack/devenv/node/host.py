@@ -284,12 +284,7 @@ def clean_cgroups(problems: list[str]) -> None:
                         os.kill(int(pid), signal.SIGKILL)
     for _ in range(50):
         for top in _cgroup_dirs():
-            for root, dirs, _files in os.walk(top, topdown=False):
-                for name in dirs:
-                    with contextlib.suppress(OSError):
-                        (Path(root) / name).rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
+            remove_empty_dirs(top)
         if not _cgroup_dirs():
             return
         time.sleep(0.1)

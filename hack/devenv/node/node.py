@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hack.devenv.controlplane import ControlPlane, issue
+from hack.devenv.controlplane import ControlPlane, issue, write_kubeconfig
 from hack.devenv.node import components
 from hack.devenv.node.host import (
     BRIDGE,
@@ -176,36 +176,7 @@ class Node:
     def _kubeconfig(self, user: str) -> Path:
         assert self.plane is not None
         path = self.folder / f"{user}.kubeconfig"
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "test",
-                            "cluster": {
-                                "server": self.plane.server,
-                                "certificate-authority": str(self.pki / "ca.crt"),
-                            },
-                        }
-                    ],
-                    "users": [
-                        {
-                            "name": user,
-                            "user": {
-                                "client-certificate": str(self.pki / f"{user}.crt"),
-                                "client-key": str(self.pki / f"{user}.key"),
-                            },
-                        }
-                    ],
-                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": user}}],
-                    "current-context": "test",
-                },
-                indent=2,
-            )
-        )
-        return path
+        return write_kubeconfig(path, self.plane.server, self.pki, user)
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

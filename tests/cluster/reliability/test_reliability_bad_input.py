@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, Cluster
@@ -24,7 +25,7 @@ from tests.support.chain import BACKUP, CLEANER, MIGRATOR, RESTORE, Step
 
 CONFIG_MAP = "kyma-system/connectivity-proxy"
 INFO_MAP = "kyma-system/connectivity-proxy-info"
-KEY = legacy.CONFIG_KEY
+KEY = kyma.CONFIG_KEY
 BACKUP_NAMESPACE = "connectivity-proxy-backup"
 BASE = legacy.legacy_configmap()["data"][KEY]
 # How the migrator names the YAML it parses: object and key.

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from common import cr as crnames
+from common import kyma
+from common.cr import CR_PATH
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster, ToolResult
 from tests.support import chain, reports
 from tests.support.chain import ChainResult
 from tests.support.faultproxy import FaultProxy, Rule, hook
 
-CR = crnames.CR_PATH
+CR = CR_PATH
 ROUNDS = 3
 MAX_RESTARTS = 3
 
@@ -80,9 +81,9 @@ def concurrent_change(cluster: Cluster) -> None:
 @pytest.mark.parametrize(
     ("step", "occurrence", "annotation"),
     [
-        (chain.MIGRATOR, 1, crnames.ANNOTATION_MIGRATED),
-        (chain.BACKUP, 2, crnames.ANNOTATION_BACKED_UP),
-        (chain.CLEANER, 3, crnames.ANNOTATION_CLEANED),
+        (chain.MIGRATOR, 1, kyma.ANNOTATION_MIGRATED),
+        (chain.BACKUP, 2, kyma.ANNOTATION_BACKED_UP),
+        (chain.CLEANER, 3, kyma.ANNOTATION_CLEANED),
     ],
     ids=lambda v: getattr(v, "name", None) or str(v),
 )
@@ -164,5 +165,5 @@ def test_a_busy_writer_during_repeated_migrations_loses_nothing(cluster: Cluster
         cr = cluster.cr()
         assert cr is not None
         assert cr["metadata"]["labels"]["writer"] == written[-1]
-        assert cr["metadata"]["annotations"][crnames.ANNOTATION_MIGRATED] == "true"
+        assert cr["metadata"]["annotations"][kyma.ANNOTATION_MIGRATED] == "true"
         assert cr["spec"]["config"]["subaccountSubdomain"] == "example-subdomain"

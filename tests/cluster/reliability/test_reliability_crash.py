@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from common.backups import NAMESPACE as BACKUP_NAMESPACE
-from common.backups import SOURCES, digest_problem
+from common import kyma
+from common.backups import digest_problem
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
 from tests.support import chain, reports, states
@@ -63,7 +63,7 @@ class Outcome:
 
 def user_configuration(cluster: Cluster) -> dict[str, dict[str, Any]]:
     found = {}
-    for name in SOURCES:
+    for name in kyma.SOURCES:
         configmap = cluster.configmap("kyma-system", name)
         assert configmap is not None
         found[name] = {
@@ -81,7 +81,7 @@ def recoverable_from(cluster: Cluster, originals: dict[str, dict[str, Any]]) -> 
         if source is not None and _content(source) == original:
             places.append("source")
             continue
-        backup = cluster.configmap(BACKUP_NAMESPACE, name)
+        backup = cluster.configmap(kyma.BACKUP_NAMESPACE, name)
         if backup is not None and digest_problem(backup) is None and _content(backup) == original:
             places.append("backup")
             continue

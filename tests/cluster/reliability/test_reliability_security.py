@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common import kyma
 from common.cluster.client import resource_path
 from hack.devenv import legacy
 from hack.devenv.cluster import REPO, Cluster
@@ -56,7 +57,7 @@ def forbidden(text: str) -> list[str]:
 
 def install_with_canaries(cluster: Cluster) -> None:
     legacy.fresh_install(cluster)
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
     )
     configmap = legacy.legacy_configmap(text)
@@ -136,7 +137,7 @@ def test_a_secret_looking_config_value_never_reaches_the_output(
 ) -> None:
     """A configuration with a credential-looking field is refused (the field is not in the
     CRD); the refusal names the field, never its value."""
-    text = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY].replace(
+    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "serviceCredentialsKey: service_key",
         f"serviceCredentialsKey: service_key\n    secretData: {CONFIG_CANARY}\n"
         f"    password: {CONFIG_CANARY}",
@@ -173,7 +174,7 @@ def test_a_nested_credential_never_reaches_any_output_of_a_refusal(
     cluster: Cluster, place: str
 ) -> None:
     old, new = NESTED_PLACES[place]
-    base = legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]
+    base = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
     assert old in base
     legacy.install(cluster, config_text=base.replace(old, new, 1))
     for args in (["--dry-run"], []):

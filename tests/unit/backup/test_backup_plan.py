@@ -11,8 +11,16 @@ from typing import Any
 import pytest
 
 from backup import plan as planning
-from common import backups as names
-from common.backups import content_digest
+from common import kyma
+from common.backups import (
+    backup_problem,
+    content_digest,
+    digest_problem,
+    format_digests,
+    parse_missing,
+    preserved_name,
+)
+from common.cr import skip_reason
 from common.errors import RefusedError
 
 NOW = "2025-01-02T03:04:05Z"
@@ -42,7 +50,7 @@ def source(name: str = "connectivity-proxy", **data: str) -> dict[str, Any]:
 
 
 def sources() -> dict[str, dict[str, Any] | None]:
-    return {name: source(name) for name in names.SOURCES}
+    return {name: source(name) for name in kyma.SOURCES}
 
 
 def inputs(
@@ -89,12 +97,15 @@ def cr(**annotations: str) -> dict[str, Any]:
     ],
 )
 def test_skip_reasons(crd: bool, the_cr: dict[str, Any] | None, expected: str) -> None:
-    reason = planning.skip_reason(crd, the_cr)
+    reason = skip_reason(crd, the_cr, step="back up")
     assert reason is not None and expected in reason
 
 
 def test_a_migrated_cr_is_backed_up() -> None:
-    assert planning.skip_reason(True, cr(**{"connectivityproxy.sap.com/migrated": "true"})) is None
+    assert (
+        skip_reason(True, cr(**{"connectivityproxy.sap.com/migrated": "true"}), step="back up")
+        is None
+    )
 
 
 # -- backup --------------------------------------------------------------------------------
@@ -110,7 +121,7 @@ def test_first_backup_creates_the_namespace_and_both_copies() -> None:
     assert plan.missing == []
     assert plan.mark_annotations() == {
         "connectivityproxy.sap.com/backed-up": "true",
-        names.MISSING_SOURCES_ANNOTATION: None,  # a stale list is removed
+        kyma.MISSING_SOURCES_ANNOTATION: None,  # a stale list is removed
     }
 
 
@@ -119,7 +130,7 @@ def test_a_copy_keeps_content_and_drops_server_fields() -> None:
     body = plan.actions[0].after
     assert body is not None
     meta = body["metadata"]
-    assert meta["namespace"] == names.NAMESPACE
+    assert meta["namespace"] == kyma.BACKUP_NAMESPACE
     assert meta["name"] == "connectivity-proxy"
     for dropped in (
         "uid",
@@ -132,17 +143,20 @@ def test_a_copy_keeps_content_and_drops_server_fields() -> None:
         assert dropped not in meta
     assert body["data"] == {"key": "value"}
     assert body["binaryData"] == {"blob": "AAEC"}
-    assert meta["labels"] == {"app": "connectivity-proxy", names.LABEL: names.LABEL_VALUE}
+    assert meta["labels"] == {
+        "app": "connectivity-proxy",
+        kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE,
+    }
     annotations = meta["annotations"]
     assert LAST_APPLIED not in annotations
     assert annotations["note"] == "keep"
-    assert annotations[names.SOURCE_NAMESPACE_ANNOTATION] == "kyma-system"
-    assert annotations[names.SOURCE_NAME_ANNOTATION] == "connectivity-proxy"
-    assert annotations[names.SOURCE_UID_ANNOTATION] == "uid-connectivity-proxy"
-    assert annotations[names.SOURCE_RESOURCE_VERSION_ANNOTATION] == "100"
-    assert annotations[names.TIME_ANNOTATION] == NOW
-    assert annotations[names.DIGEST_ANNOTATION] == content_digest(source())
-    assert names.digest_problem(body) is None
+    assert annotations[kyma.SOURCE_NAMESPACE_ANNOTATION] == "kyma-system"
+    assert annotations[kyma.SOURCE_NAME_ANNOTATION] == "connectivity-proxy"
+    assert annotations[kyma.SOURCE_UID_ANNOTATION] == "uid-connectivity-proxy"
+    assert annotations[kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] == "100"
+    assert annotations[kyma.BACKUP_TIME_ANNOTATION] == NOW
+    assert annotations[kyma.BACKUP_DIGEST_ANNOTATION] == content_digest(source())
+    assert digest_problem(body) is None
     assert plan.expected_digests["connectivity-proxy"] == content_digest(source())
 
 
@@ -171,11 +185,11 @@ def test_an_earlier_backup_that_differs_is_updated_in_place(change: str) -> None
     elif change == "annotation":
         del meta["annotations"]["note"]
     elif change == "source-uid":
-        meta["annotations"][names.SOURCE_UID_ANNOTATION] = "another"
+        meta["annotations"][kyma.SOURCE_UID_ANNOTATION] = "another"
     elif change == "source-version":
-        meta["annotations"][names.SOURCE_RESOURCE_VERSION_ANNOTATION] = "99"
+        meta["annotations"][kyma.SOURCE_RESOURCE_VERSION_ANNOTATION] = "99"
     else:
-        meta["annotations"][names.DIGEST_ANNOTATION] = "sha256:0"
+        meta["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = "sha256:0"
     plan = planning.plan_backup(inputs(backups=backups, now=LATER))
     if change in ("data", "binaryData", "digest"):
         # Its content no longer matches its digest: someone changed it, so it is kept first.
@@ -188,7 +202,7 @@ def test_an_earlier_backup_that_differs_is_updated_in_place(change: str) -> None
     # In place: the update carries the earlier object's resourceVersion and uid (preconditions).
     assert update.after["metadata"]["resourceVersion"] == "7"
     assert update.after["metadata"]["uid"] == "backup-uid"
-    assert update.after["metadata"]["annotations"][names.TIME_ANNOTATION] == LATER
+    assert update.after["metadata"]["annotations"][kyma.BACKUP_TIME_ANNOTATION] == LATER
     assert planning.content_of(update.after) == planning.backup_content(source(), LATER)
 
 
@@ -208,9 +222,9 @@ def test_a_missing_source_is_recorded() -> None:
     assert "connectivity-proxy-info" not in plan.expected_digests
     assert plan.mark_annotations() == {
         "connectivityproxy.sap.com/backed-up": "true",
-        names.MISSING_SOURCES_ANNOTATION: "connectivity-proxy-info",
+        kyma.MISSING_SOURCES_ANNOTATION: "connectivity-proxy-info",
     }
-    assert names.parse_missing(plan.mark_annotations()[names.MISSING_SOURCES_ANNOTATION]) == [
+    assert parse_missing(plan.mark_annotations()[kyma.MISSING_SOURCES_ANNOTATION]) == [
         "connectivity-proxy-info"
     ]
 
@@ -230,20 +244,20 @@ def test_a_copy_another_tool_made_is_preserved_then_replaced_by_ours() -> None:
     assert foreign is not None
     # As the original backup.sh leaves it: the source's labels and annotations, kubectl's
     # last-applied copy, no provenance of ours.
-    del foreign["metadata"]["labels"][names.LABEL]
+    del foreign["metadata"]["labels"][kyma.BACKUP_LABEL]
     foreign["metadata"]["annotations"] = {LAST_APPLIED: "{}", "note": "keep"}
     plan = planning.plan_backup(inputs(backups=backups, now=LATER))
     preserve, update, keep = plan.actions
     assert (preserve.verb, update.verb, keep.verb) == ("preserve", "update", "keep")
     assert preserve.after is not None and update.after is not None
-    kept_name = names.preserved_name("connectivity-proxy", foreign)
+    kept_name = preserved_name("connectivity-proxy", foreign)
     assert preserve.after["metadata"]["name"] == kept_name
     assert preserve.after["data"] == foreign["data"]
     labels = preserve.after["metadata"]["labels"]
-    assert labels[names.PRESERVED_LABEL] == "connectivity-proxy" and names.LABEL not in labels
+    assert labels[kyma.PRESERVED_LABEL] == "connectivity-proxy" and kyma.BACKUP_LABEL not in labels
     assert preserve.after["metadata"]["annotations"][LAST_APPLIED] == "{}"
     assert update.after["metadata"]["resourceVersion"] == "7"  # in place, never deleted
-    assert names.backup_problem(stored(update.after), "connectivity-proxy") is None
+    assert backup_problem(stored(update.after), "connectivity-proxy") is None
     # A rerun after the preserved copy landed does not make it again.
     again = planning.plan_backup(
         dataclasses.replace(
@@ -258,7 +272,7 @@ def test_a_copy_another_tool_made_of_a_missing_source_is_left_alone() -> None:
     backups = first_backups()
     foreign = backups["connectivity-proxy"]
     assert foreign is not None
-    del foreign["metadata"]["labels"][names.LABEL]
+    del foreign["metadata"]["labels"][kyma.BACKUP_LABEL]
     found = sources()
     found["connectivity-proxy"] = None
     plan = planning.plan_backup(inputs(found=found, backups=backups))
@@ -284,7 +298,7 @@ def test_a_source_changed_after_the_migration_is_refused_with_the_remedy() -> No
     migrated = cr(
         **{
             "connectivityproxy.sap.com/migrated": "true",
-            names.MIGRATED_DIGESTS_ANNOTATION: names.format_digests(
+            kyma.MIGRATED_DIGESTS_ANNOTATION: format_digests(
                 {"connectivity-proxy": content_digest(source())}
             ),
         }
@@ -383,11 +397,11 @@ def test_restore_refuses_a_tampered_backup_naming_it(tamper: str) -> None:
     if tamper == "data":
         info["data"]["key"] = "tampered"
     elif tamper == "digest":
-        del info["metadata"]["annotations"][names.DIGEST_ANNOTATION]
+        del info["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION]
     elif tamper == "label":
-        del info["metadata"]["labels"][names.LABEL]
+        del info["metadata"]["labels"][kyma.BACKUP_LABEL]
     else:
-        info["metadata"]["annotations"][names.SOURCE_NAME_ANNOTATION] = "connectivity-proxy"
+        info["metadata"]["annotations"][kyma.SOURCE_NAME_ANNOTATION] = "connectivity-proxy"
     with pytest.raises(RefusedError, match="connectivity-proxy-backup/connectivity-proxy-info"):
         restore(backups=backups)
 

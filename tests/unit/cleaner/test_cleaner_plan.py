@@ -20,9 +20,11 @@ from cleaner.status.model import (
     Unreadable,
 )
 from cleaner.status.render import render_table
-from common import backups
+from common import backups, kyma
 from common.backups import content_digest
+from common.cr import skip_reason
 from common.errors import RefusedError
+from common.legacy import owned_by_module
 from hack.devenv.cluster import REPO
 
 MIGRATED = {"connectivityproxy.sap.com/migrated": "true"}
@@ -47,13 +49,13 @@ def backup_of(name: str, uid: str, rv: str, data: dict[str, str]) -> dict[str, A
     return {
         "metadata": {
             "name": name,
-            "labels": {backups.LABEL: backups.LABEL_VALUE},
+            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
             "annotations": {
-                backups.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
-                backups.SOURCE_NAME_ANNOTATION: name,
-                backups.SOURCE_UID_ANNOTATION: uid,
-                backups.SOURCE_RESOURCE_VERSION_ANNOTATION: rv,
-                backups.DIGEST_ANNOTATION: content_digest(source),
+                kyma.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
+                kyma.SOURCE_NAME_ANNOTATION: name,
+                kyma.SOURCE_UID_ANNOTATION: uid,
+                kyma.SOURCE_RESOURCE_VERSION_ANNOTATION: rv,
+                kyma.BACKUP_DIGEST_ANNOTATION: content_digest(source),
             },
         },
         "data": data,
@@ -75,8 +77,8 @@ def inputs(**overrides: Any) -> planning.Inputs:
             for obj in planning.USER_CONFIG_MAPS
             for name in [obj.name]
         },
-        "backup_namespace": {"metadata": {"name": backups.NAMESPACE}},
-        "live_digests": {name: content_digest({"data": {}}) for name in backups.SOURCES},
+        "backup_namespace": {"metadata": {"name": kyma.BACKUP_NAMESPACE}},
+        "live_digests": {name: content_digest({"data": {}}) for name in kyma.SOURCES},
     }
     values.update(overrides)
     return planning.Inputs(**values)
@@ -195,28 +197,28 @@ def test_aggregated_discovery_is_parsed_preferred_version_first() -> None:
 
 
 def test_module_ownership_by_label_or_owner_reference() -> None:
-    assert planning.owned_by_module({"labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR}})
+    assert owned_by_module({"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}})
     owner = {"apiVersion": "connectivityproxy.sap.com/v1", "kind": "ConnectivityProxy", "name": "x"}
-    assert planning.owned_by_module({"ownerReferences": [owner]})
-    assert planning.owned_by_module({"labels": {planning.MANAGED_BY: "Helm"}}) is None
+    assert owned_by_module({"ownerReferences": [owner]})
+    assert owned_by_module({"labels": {kyma.MANAGED_BY: "Helm"}}) is None
     other = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"}
-    assert planning.owned_by_module({"ownerReferences": [other]}) is None
+    assert owned_by_module({"ownerReferences": [other]}) is None
     wrong_group = {**owner, "apiVersion": "example.com/v1"}
-    assert planning.owned_by_module({"ownerReferences": [wrong_group]}) is None
+    assert owned_by_module({"ownerReferences": [wrong_group]}) is None
 
 
 def test_handover_patch_sets_only_what_is_missing() -> None:
     full = planning.handover_patch({})
     assert full == {
         "metadata": {
-            "labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR},
+            "labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR},
             "annotations": {
                 "io.javaoperatorsdk/primary-name": "connectivity-proxy",
                 "io.javaoperatorsdk/primary-namespace": "kyma-system",
             },
         }
     }
-    labelled = {"labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR, "team": "a"}}
+    labelled = {"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR, "team": "a"}}
     assert planning.handover_patch(labelled) == {
         "metadata": {"annotations": full["metadata"]["annotations"]}
     }
@@ -251,13 +253,16 @@ def test_mapping_version_is_the_served_storage_version() -> None:
 
 
 def test_skip_reasons() -> None:
-    assert "not installed" in (planning.skip_reason(False, None) or "")
-    assert "does not exist" in (planning.skip_reason(True, None) or "")
+    assert "not installed" in (skip_reason(False, None, step="clean") or "")
+    assert "does not exist" in (skip_reason(True, None, step="clean") or "")
     cleaned = cr(**{"connectivityproxy.sap.com/cleaned": "true"})
-    assert "already cleaned" in (planning.skip_reason(True, cleaned) or "")
+    assert "already cleaned" in (skip_reason(True, cleaned, step="clean") or "")
     old = cr(**{"connectivityproxy.sap.com/cleaned-up": "true"})
-    assert "already cleaned" in (planning.skip_reason(True, old) or "")
-    assert planning.skip_reason(True, cr(**{"connectivityproxy.sap.com/cleaned": "false"})) is None
+    assert "already cleaned" in (skip_reason(True, old, step="clean") or "")
+    assert (
+        skip_reason(True, cr(**{"connectivityproxy.sap.com/cleaned": "false"}), step="clean")
+        is None
+    )
 
 
 def test_migrated_but_not_backed_up_is_refused() -> None:
@@ -299,7 +304,7 @@ def test_absent_and_terminating_objects_need_nothing() -> None:
 def test_module_owned_objects_are_kept_with_the_reason() -> None:
     found = everything_found()
     service = planning.LegacyObject(planning.SERVICES, "kyma-system", "connectivity-proxy")
-    found[service] = meta(service.name, labels={planning.MANAGED_BY: planning.MODULE_OPERATOR})
+    found[service] = meta(service.name, labels={kyma.MANAGED_BY: kyma.MODULE_OPERATOR})
     configmap = planning.LegacyObject(planning.CONFIG_MAPS, "kyma-system", "connectivity-proxy")
     owner = {"apiVersion": "connectivityproxy.sap.com/v1", "kind": "ConnectivityProxy", "name": "c"}
     # Module-owned beats "changed after the backup": it is simply not ours to delete.
@@ -325,8 +330,8 @@ def test_user_config_with_only_its_metadata_changed_is_deleted() -> None:
 def test_user_config_whose_data_changed_after_the_migration_is_refused_with_the_remedy() -> None:
     name = "connectivity-proxy-info"
     migrated = cr(**MIGRATED, **BACKED_UP)
-    migrated["metadata"]["annotations"][backups.MIGRATED_DIGESTS_ANNOTATION] = (
-        backups.format_digests({name: content_digest({"data": {}})})
+    migrated["metadata"]["annotations"][kyma.MIGRATED_DIGESTS_ANNOTATION] = backups.format_digests(
+        {name: content_digest({"data": {}})}
     )
     changed = {"connectivity-proxy": content_digest({"data": {}}), name: "sha256:other"}
     plan = planning.plan(inputs(cr=migrated, live_digests=changed))
@@ -352,7 +357,7 @@ def test_user_config_without_a_sound_backup_is_refused() -> None:
 
 
 def test_user_config_is_kept_while_the_backup_namespace_is_terminating() -> None:
-    terminating = {"metadata": {"name": backups.NAMESPACE, "deletionTimestamp": "2026-01-01"}}
+    terminating = {"metadata": {"name": kyma.BACKUP_NAMESPACE, "deletionTimestamp": "2026-01-01"}}
     plan = planning.plan(inputs(backup_namespace=terminating))
     assert plan.refusals == [] and len(plan.waits) == 2
     assert "Terminating" in plan.waits[0]
@@ -374,7 +379,7 @@ def test_an_unmigrated_cr_is_never_cleaned() -> None:
     with pytest.raises(RefusedError, match="Run cp-migrator and cp-backup first"):
         planning.not_migrated(cr(), legacy_sts)
     assert "nothing to clean" in (planning.not_migrated(cr(), None) or "")
-    module_sts = {"metadata": {"labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR}}}
+    module_sts = {"metadata": {"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}}}
     assert "nothing to clean" in (planning.not_migrated(cr(), module_sts) or "")
     assert planning.not_migrated(cr(**MIGRATED), legacy_sts) is None
 
@@ -417,7 +422,7 @@ def test_the_mapping_crd_is_patched_unless_handed_over() -> None:
 def test_render_has_three_lists() -> None:
     found = everything_found()
     service = planning.LegacyObject(planning.SERVICES, "kyma-system", "connectivity-proxy")
-    found[service] = meta(service.name, labels={planning.MANAGED_BY: planning.MODULE_OPERATOR})
+    found[service] = meta(service.name, labels={kyma.MANAGED_BY: kyma.MODULE_OPERATOR})
     text = planning.render(planning.plan(inputs(found=found)), ["servicemappings x  (hand over)"])
     assert "would delete (34):\n  validatingwebhookconfigurations" in text
     assert "would patch (1):\n  servicemappings x  (hand over)\n" in text

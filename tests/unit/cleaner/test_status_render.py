@@ -24,8 +24,9 @@ from cleaner.status.model import (
     Unreadable,
 )
 from cleaner.status.render import render_table, to_json
-from common import backups
+from common import kyma
 from common.backups import content_digest
+from common.legacy import owned_by_module
 from common.record import Record
 
 NOT_SAFE = (
@@ -256,12 +257,12 @@ def a_backup(name: str, data: dict[str, str], **metadata: Any) -> dict[str, Any]
     return {
         "metadata": {
             "name": name,
-            "namespace": backups.NAMESPACE,
-            "labels": {backups.LABEL: backups.LABEL_VALUE},
+            "namespace": kyma.BACKUP_NAMESPACE,
+            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
             "annotations": {
-                backups.SOURCE_NAMESPACE_ANNOTATION: backups.SOURCE_NAMESPACE,
-                backups.SOURCE_NAME_ANNOTATION: name,
-                backups.DIGEST_ANNOTATION: content_digest({"data": data}),
+                kyma.SOURCE_NAMESPACE_ANNOTATION: kyma.NAMESPACE,
+                kyma.SOURCE_NAME_ANNOTATION: name,
+                kyma.BACKUP_DIGEST_ANNOTATION: content_digest({"data": data}),
             },
             **metadata,
         },
@@ -273,14 +274,14 @@ def test_each_backup_is_checked_against_its_live_configmap_and_the_cr() -> None:
     data = {"k": "v"}
     digest = content_digest({"data": data})
     read = observe.BackupNamespace(
-        namespace={"metadata": {"name": backups.NAMESPACE}},
+        namespace={"metadata": {"name": kyma.BACKUP_NAMESPACE}},
         backups={
             "connectivity-proxy": a_backup("connectivity-proxy", data),
             "connectivity-proxy-info": a_backup("connectivity-proxy-info", data),
         },
         preserved=[],
     )
-    migrated = {backups.MIGRATED_DIGESTS_ANNOTATION: f"connectivity-proxy={digest}"}
+    migrated = {kyma.MIGRATED_DIGESTS_ANNOTATION: f"connectivity-proxy={digest}"}
     found = backup_of(read, {"connectivity-proxy": digest}, migrated)
     assert found.verified and found.present and not found.terminating
     proxy, info = found.items
@@ -297,11 +298,11 @@ def test_a_tampered_backup_and_a_terminating_namespace() -> None:
     tampered = a_backup("connectivity-proxy", {"k": "v"})
     tampered["data"] = {"k": "changed"}
     read = observe.BackupNamespace(
-        namespace={"metadata": {"name": backups.NAMESPACE, "deletionTimestamp": "now"}},
+        namespace={"metadata": {"name": kyma.BACKUP_NAMESPACE, "deletionTimestamp": "now"}},
         backups={"connectivity-proxy": tampered, "connectivity-proxy-info": None},
         preserved=[],
     )
-    missing = {backups.MISSING_SOURCES_ANNOTATION: "connectivity-proxy-info"}
+    missing = {kyma.MISSING_SOURCES_ANNOTATION: "connectivity-proxy-info"}
     found = backup_of(read, {}, missing)
     assert found.present and not found.verified and found.terminating
     assert "differs from the recorded" in (found.items[0].problem or "")
@@ -319,11 +320,11 @@ def test_the_cr_and_the_legacy_objects() -> None:
     cr = cr_of({"metadata": {"annotations": marks}, "status": {"state": "Warning"}})
     assert cr == Cr(exists=True, state="Warning", migrated=True, cleaned=True)
     statefulset, service = planning.LEGACY_OBJECTS[0], planning.LEGACY_OBJECTS[1]
-    owned = {"labels": {planning.MANAGED_BY: planning.MODULE_OPERATOR}}
+    owned = {"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}}
     read = observe.Legacy(
         found={statefulset: {"deletionTimestamp": "now"}, service: owned}, digests={}
     )
     legacy = legacy_of(read, [planning.GARDENER_CERTIFICATES])
     assert legacy.remaining == legacy.being_deleted == (str(statefulset),)
-    assert legacy.kept_by_module == (f"{service}: {planning.owned_by_module(owned)}",)
+    assert legacy.kept_by_module == (f"{service}: {owned_by_module(owned)}",)
     assert legacy.kinds_not_served == (planning.GARDENER_CERTIFICATES.name,)

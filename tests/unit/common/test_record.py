@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import cr as crnames
-from common import reasons, record, redact
+from common import kyma, reasons, record, redact
 from common.errors import (
     ApiError,
     ConnectionFailed,
@@ -31,11 +30,11 @@ def record_of(step: str, outcome: record.Outcome, since: str = T0) -> dict[str, 
 
 def test_a_first_record_has_every_field_and_since_now() -> None:
     assert record.changes({"other": "x"}, "migrator", BLOCKED, T0) == {
-        crnames.ANNOTATION_STEP: "migrator",
-        crnames.ANNOTATION_RESULT: "blocked",
-        crnames.ANNOTATION_REASON: "SharedModeSecretMissing",
-        crnames.ANNOTATION_MESSAGE: "no Secret",
-        crnames.ANNOTATION_SINCE: T0,
+        kyma.ANNOTATION_STEP: "migrator",
+        kyma.ANNOTATION_RESULT: "blocked",
+        kyma.ANNOTATION_REASON: "SharedModeSecretMissing",
+        kyma.ANNOTATION_MESSAGE: "no Secret",
+        kyma.ANNOTATION_SINCE: T0,
     }
 
 
@@ -45,7 +44,7 @@ def test_nothing_changed_writes_nothing_and_since_stays() -> None:
     # Another message, same cause: only the message, since stays.
     other = record.Outcome(BLOCKED.result, BLOCKED.reason, "still no Secret")
     assert record.changes(now, "migrator", other, T1) == {
-        crnames.ANNOTATION_MESSAGE: "still no Secret"
+        kyma.ANNOTATION_MESSAGE: "still no Secret"
     }
 
 
@@ -61,8 +60,8 @@ def test_done_of_an_earlier_step_does_not_hide_a_later_steps_record() -> None:
     )
     assert record.changes(blocked, "migrator", record.done("nothing to do"), T1) is None
     moved = record.changes(blocked, "backup", record.done("backed up"), T1)
-    assert moved and moved[crnames.ANNOTATION_RESULT] == "done"
-    assert moved[crnames.ANNOTATION_SINCE] == T1
+    assert moved and moved[kyma.ANNOTATION_RESULT] == "done"
+    assert moved[kyma.ANNOTATION_SINCE] == T1
 
 
 def test_attention_stays_until_its_own_step_clears_it() -> None:
@@ -76,7 +75,7 @@ def test_attention_stays_until_its_own_step_clears_it() -> None:
         is None
     )
     cleared = record.changes(orphaned, "migrator", record.done("migrated"), T1)
-    assert cleared and cleared[crnames.ANNOTATION_RESULT] == "done"
+    assert cleared and cleared[kyma.ANNOTATION_RESULT] == "done"
 
 
 def test_since_stays_while_result_and_reason_stay_though_the_step_moves() -> None:
@@ -84,8 +83,8 @@ def test_since_stays_while_result_and_reason_stay_though_the_step_moves() -> Non
     moved = record.changes(
         waiting, "backup", record.Outcome("waiting", reasons.FORBIDDEN, "403 again"), T1
     )
-    assert moved and moved[crnames.ANNOTATION_SINCE] == T0
-    assert moved[crnames.ANNOTATION_STEP] == "backup"
+    assert moved and moved[kyma.ANNOTATION_SINCE] == T0
+    assert moved[kyma.ANNOTATION_STEP] == "backup"
 
 
 def test_outcomes_of_errors() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from common import kyma
 from common.errors import RefusedError
 from hack.devenv import legacy
 from hack.devenv.cluster import FIXTURES, SHARED_FIXTURES
@@ -63,7 +64,7 @@ SPECIAL = [
 
 def own_configs() -> list[str]:
     """The configuration texts the project's own fixtures and tests use."""
-    texts = [legacy.legacy_configmap()["data"][legacy.CONFIG_KEY]]
+    texts = [legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]]
     for path in sorted(FIXTURES.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
@@ -153,7 +154,7 @@ def plan_with(text: str) -> None:
     as text): whatever the parser lets through, planning refuses or plans, never raises
     anything else."""
     configmap = legacy.legacy_configmap()
-    configmap["data"][legacy.CONFIG_KEY] = text
+    configmap["data"][kyma.CONFIG_KEY] = text
     cr = legacy.default_cr()
     cr["metadata"]["resourceVersion"] = "1"  # as read from a cluster
     inputs = planning.Inputs(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from common import backups, legacy
+from common import kyma, legacy
 from common.backups import content_digest
 from common.errors import RefusedError, RetryableError
 from migrator import plan as planning
@@ -207,7 +207,7 @@ def test_a_legacy_installation_is_any_statefulset_the_module_does_not_own() -> N
     assert not legacy.installation_present(None)
     assert legacy.installation_present(LEGACY_STATEFULSET)
     assert legacy.installation_present({"metadata": {"name": "connectivity-proxy"}})
-    module_owned = {"metadata": {"labels": {legacy.MANAGED_BY: legacy.MODULE_OPERATOR}}}
+    module_owned = {"metadata": {"labels": {kyma.MANAGED_BY: kyma.MODULE_OPERATOR}}}
     assert not legacy.installation_present(module_owned)
 
 
@@ -216,12 +216,12 @@ def backup_of(configmap: dict[str, Any], name: str) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name,
-            "namespace": backups.NAMESPACE,
-            "labels": {backups.LABEL: backups.LABEL_VALUE},
+            "namespace": kyma.BACKUP_NAMESPACE,
+            "labels": {kyma.BACKUP_LABEL: kyma.BACKUP_LABEL_VALUE},
             "annotations": {
-                backups.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
-                backups.SOURCE_NAME_ANNOTATION: name,
-                backups.DIGEST_ANNOTATION: content_digest(configmap),
+                kyma.SOURCE_NAMESPACE_ANNOTATION: "kyma-system",
+                kyma.SOURCE_NAME_ANNOTATION: name,
+                kyma.BACKUP_DIGEST_ANNOTATION: content_digest(configmap),
             },
         },
         "data": copy.deepcopy(configmap.get("data")),
@@ -288,7 +288,9 @@ def test_a_copy_by_another_tool_is_migrated_from_but_a_tampered_one_of_ours_is_r
                 backups={"connectivity-proxy": tampered},
             )
         )
-    assert f"kubectl label configmap -n {backups.NAMESPACE} connectivity-proxy" in str(caught.value)
+    assert f"kubectl label configmap -n {kyma.BACKUP_NAMESPACE} connectivity-proxy" in str(
+        caught.value
+    )
 
 
 def test_no_configuration_anywhere_is_nothing_to_do() -> None:
