@@ -184,49 +184,56 @@ def parse_time(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def write(kube: Kube, step: str, outcome: Outcome, *, now: str | None = None) -> bool:
+def write(
+    kube: Kube,
+    step: str,
+    outcome: Outcome,
+    *,
+    now: str | None = None,
+    logger: logging.Logger = log,
+) -> bool:
     """Leave the record on the CR as this run last saw it; True when a request was made.
     Best effort: every way it is not written is logged, and nothing is raised."""
     cr_name = f"{kyma.NAMESPACE}/{kyma.CR_NAME}"
     seen, cr = kube.kept(CR_PATH)
     if not seen:
-        log.info(
+        logger.info(
             "the record is not written: this run did not read the CR",
             extra=fields(object=cr_name, result=outcome.result, reason=outcome.reason),
         )
         return False
     if cr is None:
-        log.info(
+        logger.info(
             "the record is not written: the CR does not exist",
             extra=fields(object=cr_name, result=outcome.result, reason=outcome.reason),
         )
         return False
     if outcome.reason == reasons.APISERVER_UNREACHABLE:
-        log.info(
+        logger.info(
             "the record is not written: the apiserver does not answer",
             extra=fields(object=cr_name, result=outcome.result, reason=outcome.reason),
         )
         return False
     values = changes(annotations_of(cr), step, outcome, now or now_rfc3339())
     if values is None:
-        log.debug("the record is unchanged", extra=fields(object=cr_name, reason=outcome.reason))
+        logger.debug("the record is unchanged", extra=fields(object=cr_name, reason=outcome.reason))
         return False
     try:
         # Only our own keys and no resourceVersion: a step mark's precondition is its own.
         kube.merge_patch(CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
     except (ApiError, ConnectionFailed, CpError) as err:
-        log.warning(
+        logger.warning(
             "the record could not be written",
             extra=fields(object=cr_name, reason=outcome.reason, error=str(err)),
         )
         return True
     except Exception as err:  # best effort means best effort
-        log.warning(
+        logger.warning(
             "the record could not be written",
             extra=fields(object=cr_name, reason=outcome.reason, error=repr(err)),
         )
         return True
-    log.info(
+    logger.info(
         "recorded",
         extra=fields(object=cr_name, step=step, result=outcome.result, reason=outcome.reason),
     )
@@ -240,7 +247,13 @@ def event_name(step: str) -> str:
 
 
 def warn(
-    kube: Kube, step: str, outcome: Outcome, component: str, *, now: str | None = None
+    kube: Kube,
+    step: str,
+    outcome: Outcome,
+    component: str,
+    *,
+    now: str | None = None,
+    logger: logging.Logger = log,
 ) -> None:
     """A Warning Event on the CR with the reason code as its reason; a repeat adds to the
     count of the one Event (as kubectl shows it: "x5 over 10m"). Best effort."""
@@ -275,13 +288,17 @@ def warn(
             )
         kube.merge_patch(path, change, retry_safe=True)
     except Exception as err:  # best effort: a 409 from another pod's Event included
-        log.warning(
+        logger.warning(
             "could not record the Warning event",
             extra=fields(object=f"{kyma.NAMESPACE}/{name}", error=str(err)),
         )
 
 
-def termination_message(outcome: Outcome, environ: Mapping[str, str] | None = None) -> None:
+def termination_message(
+    outcome: Outcome,
+    environ: Mapping[str, str] | None = None,
+    logger: logging.Logger = log,
+) -> None:
     """The one-line outcome into the termination-message file the kubelet reads (the Pod's
     `...terminated.message`): CP_TERMINATION_LOG, else /dev/termination-log when it exists
     (outside a container there is none; nothing is created in /dev)."""
@@ -293,7 +310,7 @@ def termination_message(outcome: Outcome, environ: Mapping[str, str] | None = No
     try:
         path.write_text(outcome.line + "\n", encoding="utf-8")
     except OSError as err:
-        log.warning(
+        logger.warning(
             "could not write the termination message", extra=fields(path=str(path), error=str(err))
         )
 
@@ -317,18 +334,19 @@ def attach(run: Run, *, dry_run: bool = False, record_on_cr: bool = True) -> Run
 
     def at_end(run: Run, ended: RunOutcome) -> None:
         outcome = of_run(run, ended)
-        termination_message(outcome)
+        # Logged as the step's own lines (a step's log is its logger's alone).
+        termination_message(outcome, logger=run.log)
         if not record_on_cr or dry_run:
             return
         if run.kube is None:
-            log.info(
+            run.log.info(
                 "the record is not written: there is no connection to the cluster",
                 extra=fields(result=outcome.result, reason=outcome.reason),
             )
             return
-        wrote = write(run.kube, run.tool, outcome)
+        wrote = write(run.kube, run.tool, outcome, logger=run.log)
         if outcome.result == BLOCKED or (outcome.result == ATTENTION and wrote):
-            warn(run.kube, run.tool, outcome, f"cp-{run.tool}")
+            warn(run.kube, run.tool, outcome, f"cp-{run.tool}", logger=run.log)
 
     if record_on_cr:
         run.keep.append(CR_PATH)

@@ -76,7 +76,7 @@ def measure(runs: int) -> str:
             sent = _requests(window, tool)
             patches = _cr_patches(sent)
             # The record is the last write of the CR in a run that writes it.
-            recorded = '"logger": "record", "msg": "recorded"' in result.stderr
+            recorded = f'"logger": "{tool}", "msg": "recorded"' in result.stderr
             latency = _latency(patches[-1]) if recorded and patches else None
             rows.setdefault(label, []).append(
                 (len(sent), int(recorded), len(_events(sent)), latency)
