@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from backup import plan as planning
 from common import backups, kyma, reasons
@@ -102,7 +103,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         log.info("already backed up and verified; nothing to do", extra=fields(object=kyma.CR_REF))
         return Outcome(
             summary=f"nothing to do: {kyma.CR_REF} is already backed up" + _missing(plan),
-            attention=reasons.BACKUP_INCOMPLETE if plan.missing else None,
+            attention=_incomplete(plan, found),
         )
     if is_marked(cr, kyma.ANNOTATION_BACKED_UP):
         log.info(
@@ -175,8 +176,15 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         summary=message,
         diff=rendered,
         changed=True,
-        attention=reasons.BACKUP_INCOMPLETE if plan.missing else None,
+        attention=_incomplete(plan, found),
     )
+
+
+def _incomplete(plan: planning.BackupPlan, found: dict[str, dict[str, Any] | None]) -> str | None:
+    """Done, and yet a person should look: a source is missing and no copy of it is kept (a
+    source the cleaner removed after it was backed up has its copy)."""
+    lost = [name for name in plan.missing if found.get(name) is None]
+    return reasons.BACKUP_INCOMPLETE if lost else None
 
 
 def _missing(plan: planning.BackupPlan) -> str:
