@@ -11,7 +11,7 @@ from backup import plan as planning
 from common import backups, kyma, reasons
 from common.cluster.client import Kube, configmap_path, resource_path
 from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
-from common.errors import RetryableError, StaleView
+from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError, StaleView
 from common.logs import fields
 from common.retry import replan_on_conflict
 
@@ -88,7 +88,9 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     preserved = {
         name: present.get(backups.preserved_name(name, backup))
         for name, backup in found.items()
-        if backup is not None and sources.get(name) and planning.foreign_problem(backup)
+        if backup is not None
+        and (source := sources.get(name))
+        and planning.preserve_problem(backup, source)
     }
     inputs = planning.BackupInputs(
         sources=sources,
@@ -151,6 +153,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         if action.verb in (planning.CREATE, planning.PRESERVE):
             # A 409 (another run made it first) re-observes: the copy is then found.
             kube.create(configmap_path(kyma.BACKUP_NAMESPACE), action.after)
+        elif action.verb == planning.REPLACE:
+            _replace(kube, action)
         else:
             # PUT carries the resourceVersion we read: a concurrent change is a 409, not lost.
             kube.replace(configmap_path(kyma.BACKUP_NAMESPACE, name), action.after)
@@ -191,6 +195,63 @@ def _missing(plan: planning.BackupPlan) -> str:
     if not plan.missing:
         return ""
     return f"; missing from {kyma.NAMESPACE}: {', '.join(plan.missing)}"
+
+
+def _replace(kube: Kube, action: planning.Action) -> None:
+    """Replace an immutable copy: delete it under its uid, then create the new one. Its content
+    is kept first (the plan preserved it, unless it is identical to the source, which exists):
+    read that copy back before the delete, so there is never a moment without it."""
+    assert action.before is not None and action.after is not None
+    name = action.before["metadata"]["name"]
+    kept_as = backups.preserved_name(name, action.before)
+    if planning.preserve_problem(action.before, action.after) is not None:
+        # A LIST, the read cp-backup is granted in this namespace (the name is not known ahead).
+        kept = next(
+            (
+                item
+                for item in kube.list(configmap_path(kyma.BACKUP_NAMESPACE))
+                if item["metadata"]["name"] == kept_as
+            ),
+            None,
+        )
+        if (
+            kept is None
+            or backups.digest_problem(kept) is not None
+            or backups.content_digest(kept) != backups.content_digest(action.before)
+        ):
+            raise StaleBackup(
+                f"the copy {kyma.BACKUP_NAMESPACE}/{kept_as} that keeps the content of the "
+                "immutable "
+                f"{action.object} is not there or does not verify; {action.object} is not "
+                "replaced"
+            )
+    try:
+        kube.delete(
+            configmap_path(kyma.BACKUP_NAMESPACE, name), uid=action.before["metadata"]["uid"]
+        )
+    except ApiError as err:
+        note = (
+            f"Its content is already preserved as {kyma.BACKUP_NAMESPACE}/{kept_as} (verified), so "
+            f"deleting it loses nothing: kubectl delete configmap -n {kyma.BACKUP_NAMESPACE} {name}"
+        )
+        if err.status == 403 and not isinstance(err, RejectedWrite):
+            # RBAC: a grant fixes it (deploy/rbac.yaml), so a retry may too.
+            raise RetryableError(
+                f"ConfigMap {action.object} is immutable and cp-backup may not delete it to "
+                f"replace it: {err.api_message}. Grant it (deploy/rbac.yaml), or: {note}"
+            ) from err
+        if not isinstance(err, RejectedWrite):
+            raise  # a 409 (replaced meanwhile) re-observes
+        raise RefusedError(
+            f"ConfigMap {action.object} is immutable and cp-backup cannot replace it: the delete "
+            f"was refused ({err.status} {err.reason}: {err.api_message}). {note}; the next run "
+            "writes the new backup",
+        ) from err
+    log.info(
+        "deleted the immutable copy (its content is kept)",
+        extra=fields(object=action.object, kept_as=f"{kyma.BACKUP_NAMESPACE}/{kept_as}"),
+    )
+    kube.create(configmap_path(kyma.BACKUP_NAMESPACE), action.after)
 
 
 def _verify(kube: Kube, plan: planning.BackupPlan) -> None:

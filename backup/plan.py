@@ -18,6 +18,9 @@ UPDATE = "update"
 KEEP = "keep"
 MISSING = "missing"
 PRESERVE = "preserve"  # create a copy of a backup cp-backup did not make, under another name
+# An immutable copy cannot be updated (422): once its content is kept (preserved, or identical
+# to the source), it is deleted under a uid precondition and created again.
+REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Action:
 
     @property
     def writes(self) -> bool:
-        return self.verb in (CREATE, UPDATE, PRESERVE)
+        return self.verb in (CREATE, UPDATE, PRESERVE, REPLACE)
 
 
 def _metadata(obj: dict[str, Any], key: str) -> dict[str, str]:
@@ -49,6 +52,10 @@ def content_of(obj: dict[str, Any] | None, *, ignore: tuple[str, ...] = ()) -> d
         "data": dict(obj.get("data") or {}),
         "binaryData": dict(obj.get("binaryData") or {}),
     }
+
+
+def is_immutable(obj: dict[str, Any] | None) -> bool:
+    return bool((obj or {}).get("immutable"))
 
 
 def _with_content(base: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +184,36 @@ def preserved_copy(foreign: dict[str, Any], name: str, reason: str, now: str) ->
             kyma.BACKUP_DIGEST_ANNOTATION: content_digest(foreign),
         }
     )
-    return _with_content(
+    body = _with_content(
         _skeleton(kyma.BACKUP_NAMESPACE, backups.preserved_name(name, foreign)), content
     )
+    if is_immutable(foreign):
+        body["immutable"] = True  # kept as the person protected it
+    return body
+
+
+def preserve_problem(backup: dict[str, Any], source: dict[str, Any]) -> str | None:
+    """Why a copy must be kept under another name before cp-backup writes its own: it is not a
+    sound copy of ours, or it is an immutable one whose data the source no longer has (it can
+    only be replaced, and its content must outlive that). None: nothing to keep."""
+    foreign = foreign_problem(backup)
+    if foreign:
+        return foreign
+    if is_immutable(backup) and content_digest(backup) != content_digest(source):
+        return (
+            "it is immutable and holds data the source no longer has (an earlier migration's); "
+            "cp-backup replaces it"
+        )
+    return None
+
+
+def replacement(existing: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
+    """The body that replaces an immutable copy: a new object (no uid, resourceVersion) with
+    `content`, immutable again as the person made the one it replaces."""
+    meta = existing.get("metadata") or {}
+    body = _with_content(_skeleton(kyma.BACKUP_NAMESPACE, str(meta.get("name"))), content)
+    body["immutable"] = True
+    return body
 
 
 def plan_backup(inputs: BackupInputs) -> BackupPlan:
@@ -187,6 +221,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
     expected: dict[str, str] = {}
     missing: list[str] = []
     drifted: list[str] = []
+    restorable: list[bool] = []  # per drifted source: does its backup hold what was migrated
     for name in kyma.SOURCES:
         source = inputs.sources.get(name)
         existing = inputs.backups.get(name)
@@ -203,7 +238,12 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             backups.migrated_digest(inputs.cr, name), content_digest(source)
         )
         if drift:
-            drifted.append(f"ConfigMap {source_ref}: {drift}")
+            drifted.append(
+                f"ConfigMap {source_ref}: {drift}{backups.drift_diff(inputs.cr, source)}"
+            )
+            restorable.append(
+                backups.holds_migrated(backups.migrated_digest(inputs.cr, name), name, existing)
+            )
             continue
         expected[name] = content_digest(source)
         if existing is None:
@@ -212,7 +252,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             )
             actions.append(Action(CREATE, target, f"copy of {source_ref}", None, after))
             continue
-        foreign = foreign_problem(existing)
+        foreign = preserve_problem(existing, source)
         if foreign:
             kept_as = kyma.ref(kyma.BACKUP_NAMESPACE, backups.preserved_name(name, existing))
             if inputs.preserved.get(name) is None:
@@ -227,6 +267,19 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
                 )
             else:
                 actions.append(Action(KEEP, kept_as, f"already keeps the earlier {target}"))
+            if is_immutable(existing):
+                actions.append(
+                    Action(
+                        REPLACE,
+                        target,
+                        f"immutable, so it is deleted (uid precondition) and created again as "
+                        f"cp-backup's verified copy of {source_ref}; its content is kept as "
+                        f"{kept_as} first",
+                        existing,
+                        replacement(existing, backup_content(source, inputs.now)),
+                    )
+                )
+                continue
             after = _with_content(existing, backup_content(source, inputs.now))
             actions.append(
                 Action(
@@ -252,7 +305,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
         if content_digest(existing) == content_digest(source):
             # Only the source's labels, annotations or resourceVersion moved (a controller may
             # touch them at any time): the copy still holds its configuration.
-            if is_marked(inputs.cr, kyma.ANNOTATION_BACKED_UP):
+            if is_marked(inputs.cr, kyma.ANNOTATION_BACKED_UP) or is_immutable(existing):
                 actions.append(
                     Action(KEEP, target, f"holds the data of {source_ref} (verified)", existing)
                 )
@@ -266,7 +319,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
         raise RefusedError(
             "refusing to back up: the legacy configuration changed after it was migrated into "
             f"ConnectivityProxy {kyma.CR_REF}, so the CR does not hold it; "
-            "nothing was changed. " + backups.REMIGRATE_REMEDY,
+            "nothing was changed. " + backups.remigrate_remedy(all(restorable)),
             details=drifted,
             reason=reasons.CONFIG_CHANGED_AFTER_MIGRATION,
         )

@@ -24,7 +24,7 @@ from cleaner import plan as planning
 from common import kyma, reasons
 from common.cluster.client import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
-from common.errors import ApiError, CpError, RefusedError, RetryableError, StaleView
+from common.errors import ApiError, CpError, RefusedError, RejectedWrite, RetryableError, StaleView
 from common.logs import fields
 from common.retry import replan_on_conflict
 from common.runner import STEP_TODO
@@ -128,6 +128,7 @@ def _observe(kube: Kube, cr: dict[str, Any], pool: Executor) -> planning.Inputs:
         mapping_crd=crd_read.result(),
         backup_namespace=backup_namespace.namespace,
         live_digests=found.digests,
+        live_configs=found.configs,
     )
 
 
@@ -166,6 +167,7 @@ def _attempt(
     if refusal:
         raise refusal
     _check_access(kube, plan, pool)
+    _check_admission(kube, plan, pool)
 
     ledger.fulfil(START_TODO)
     ledger.expect(MARK_TODO)
@@ -220,6 +222,54 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
             details=[str(write) for write in verdict.denied],
             reason=reasons.FORBIDDEN,
         )
+
+
+ADMISSION_REMEDY = (
+    "Change each object as the policy's message asks, or have the policy's owner allow these "
+    "deletes; the next run of cp-cleaner (the kubelet retries the init container) then cleans"
+)
+
+
+def _check_admission(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
+    """Send every planned delete as a server-side dry run (dryRun=All), which runs the
+    validating admission policies and webhooks the RBAC preflight cannot see. One denied is
+    enough to delete nothing: the legacy installation keeps running until every delete is
+    known to be allowed."""
+
+    def dry_run(delete: planning.Delete) -> str | None:
+        target = delete.target
+        kind = target.kind
+        path = resource_path(
+            kind.group, delete.version, kind.resource, target.namespace, target.name
+        )
+        try:
+            kube.delete(
+                path, uid=delete.uid, resource_version=delete.resource_version, dry_run=True
+            )
+        except RejectedWrite as err:
+            return f"{kind.name} {target.ref}: {err.policy or err.reason}: {err.api_message}"
+        except ApiError as err:
+            if err.status == 409:
+                raise _Moved(target.ref) from err
+            raise
+        return None
+
+    denied = [found for found in pool.map(dry_run, plan.all_deletes) if found]
+    for line in denied:
+        log.warning(
+            f"admission control denies the delete: {line}", extra=fields(object=kyma.CR_REF)
+        )
+    if denied:
+        raise RefusedError(
+            f"refusing to clean {kyma.CR_REF}: admission control denies {len(denied)} of "
+            f"{len(plan.all_deletes)} planned delete(s) (server-side dry run); nothing was "
+            f"deleted and the legacy installation keeps running. {ADMISSION_REMEDY}",
+            details=denied,
+        )
+    log.info(
+        "admission control allows every planned delete (server-side dry run)",
+        extra=fields(object=kyma.CR_REF, deletes=len(plan.all_deletes)),
+    )
 
 
 def _delete(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cleaner import access
@@ -76,21 +76,25 @@ class Legacy:
 
     found: dict[planning.LegacyObject, dict[str, Any] | None]
     digests: dict[str, str]
+    # The user configuration's ConfigMaps as read (a drift refusal shows what changed).
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_legacy(kube: Kube, reads: list[planning.Read], pool: Executor) -> Legacy:
     """Every legacy object the reads cover, read concurrently."""
     found: dict[planning.LegacyObject, dict[str, Any] | None] = {}
     digests: dict[str, str] = {}
+    configs: dict[str, dict[str, Any]] = {}
     for read, items in zip(reads, pool.map(lambda r: _read(kube, r), reads), strict=True):
         for name in read.names:
             obj = planning.LegacyObject(read.kind, read.namespace, name)
             item = items.get(name)
             if item is not None and obj in planning.USER_CONFIG_MAPS:
                 digests[name] = content_digest(item)
+                configs[name] = item
                 item = item["metadata"]
             found[obj] = item
-    return Legacy(found, digests)
+    return Legacy(found, digests, configs)
 
 
 def _read(kube: Kube, read: planning.Read) -> dict[str, dict[str, Any]]:

@@ -271,6 +271,7 @@ class Inputs:
     # configuration ConfigMap that exists.
     backup_namespace: Mapping[str, Any] | None = None
     live_digests: Mapping[str, str] = field(default_factory=dict)
+    live_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -337,8 +338,10 @@ def plan(inputs: Inputs) -> Plan:
                 obj.name,
                 inputs.backups.get(obj.name),
                 live_digest=inputs.live_digests.get(obj.name),
+                live=inputs.live_configs.get(obj.name),
                 namespace=inputs.backup_namespace,
                 migrated_digest=backups.migrated_digest(inputs.cr, obj.name),
+                cr=inputs.cr,
             )
             if problem:
                 result.kept.append(Kept(str(obj), problem.message))
@@ -396,6 +399,9 @@ def user_config_problem(
     live_digest: str | None,
     namespace: Mapping[str, Any] | None,
     migrated_digest: str | None,
+    # For a drift refusal's diff: the CR (what was migrated) and the live ConfigMap.
+    cr: Mapping[str, Any] | None = None,
+    live: Mapping[str, Any] | None = None,
 ) -> Problem | None:
     """Why the live user-configuration ConfigMap `name` must not be deleted, or None when its
     backup will outlive it: a verified copy of ours, with the same data, in a namespace that
@@ -423,7 +429,9 @@ def user_config_problem(
         )
     drift = backups.drift_problem(migrated_digest, live_digest)
     if drift:
-        return Problem(f"{drift}. {backups.REMIGRATE_REMEDY}")
+        restore = backups.holds_migrated(migrated_digest, name, backup)
+        diff = backups.drift_diff(dict(cr), live) if cr is not None else ""
+        return Problem(f"{drift}{diff}. {backups.remigrate_remedy(restore)}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         kyma.BACKUP_DIGEST_ANNOTATION
     )
@@ -432,7 +440,7 @@ def user_config_problem(
             return Problem(f"its data differs from its backup {where}; {run_backup}")
         return Problem(
             f"its data differs from its backup {where} and the CR does not record what was "
-            f"migrated. {backups.REMIGRATE_REMEDY}"
+            f"migrated. {backups.remigrate_remedy(False)}"
         )
     return None
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from common import kyma
+from common import drift, kyma
 
 _KUBECTL_CR = f"{kyma.CRD_NAME} -n {kyma.NAMESPACE} {kyma.CR_NAME}"
 RESTART_CHAIN = (
@@ -18,9 +18,34 @@ RESTART_CHAIN = (
 REMIGRATE_REMEDY = (
     "If the changed configuration is the one you want, migrate it again: remove the CR's "
     f"marks (kubectl annotate {_KUBECTL_CR} {kyma.ANNOTATION_MIGRATED}- "
-    f"{kyma.ANNOTATION_BACKED_UP}-), then {RESTART_CHAIN}. Otherwise put the "
-    "migrated data back into the ConfigMap (cp-restore --force)"
+    f"{kyma.ANNOTATION_BACKED_UP}-), then {RESTART_CHAIN}"
 )
+RESTORE_MIGRATED = (
+    "Otherwise put the migrated data back into the ConfigMap from its backup (cp-restore "
+    "--force, after cp-restore --dry-run shows the difference)"
+)
+EDIT_BACK = (
+    "Otherwise edit the ConfigMap back to the values the CR holds (the old side of each "
+    "change above); there is no backup of it yet that cp-restore could bring back"
+)
+
+
+def remigrate_remedy(backup_holds_migrated: bool) -> str:
+    """The remedy of a drift refusal: migrate again, or go back to what was migrated; the
+    latter by cp-restore only where a verified backup holds exactly that data."""
+    return f"{REMIGRATE_REMEDY}. {RESTORE_MIGRATED if backup_holds_migrated else EDIT_BACK}"
+
+
+def holds_migrated(migrated: str | None, name: str, backup: Mapping[str, Any] | None) -> bool:
+    """Whether `backup` is a verified copy of ours of kyma-system/`name` holding the data
+    that was migrated into the CR (`migrated`: its digest, migrated_digest): then cp-restore
+    --force puts exactly that back."""
+    return (
+        backup is not None
+        and migrated is not None
+        and backup_problem(dict(backup), name) is None
+        and content_digest(dict(backup)) == migrated
+    )
 
 
 def is_ours(backup: dict[str, Any]) -> bool:
@@ -77,6 +102,16 @@ def migrated_digest(cr: Mapping[str, Any], name: str) -> str | None:
     records none (a migration by the original Go migrator)."""
     annotations = (cr.get("metadata") or {}).get("annotations") or {}
     return parse_digests(annotations.get(kyma.MIGRATED_DIGESTS_ANNOTATION)).get(name)
+
+
+def drift_diff(cr: dict[str, Any], live: Mapping[str, Any] | None) -> str:
+    """The changes of a drifted ConfigMap (common.drift), as lines to append to its problem."""
+    lines = drift.changes(cr, dict(live) if live is not None else None)
+    if not lines:
+        return ""
+    return "; what changed (the CR holds → the ConfigMap has now):" + "".join(
+        f"\n      {line}" for line in lines
+    )
 
 
 def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:

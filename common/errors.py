@@ -65,6 +65,49 @@ class ApiError(RetryableError):
 _API_REASONS = {401: reasons.UNAUTHORIZED, 403: reasons.FORBIDDEN, 409: reasons.CONFLICT}
 
 
+class RejectedWrite(ApiError):
+    """A write the apiserver rejects for a reason no retry changes: 422 Invalid (a field the
+    object does not allow, such as data of an immutable ConfigMap), or a denial by an admission
+    policy or webhook (a 403 that is not RBAC's). A person must decide: exit 3.
+
+    `object` names it (`kind namespace/name`), `fields` the field paths the answer names,
+    `policy` the admission policy or webhook that denied it (empty when none did)."""
+
+    exit_code = EXIT_REFUSED
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        reason: str,
+        message: str,
+        body: dict[str, Any],
+        *,
+        object: str,
+        fields: list[str],
+        policy: str,
+    ) -> None:
+        super().__init__(method, path, status, reason, message, body)
+        self.object, self.fields, self.policy = object, fields, policy
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+            method, method
+        )
+        self.verb = verb
+        if policy:
+            why = f"{policy} denies it"
+            remedy = (
+                "An admission policy decides this, not RBAC. Change the object as the "
+                "policy's message asks, or have the policy's owner exempt this write; the next "
+                "run then goes on"
+            )
+        else:
+            where = f" (field {', '.join(fields)})" if fields else ""
+            why = f"{status} {reason}{where}"
+            remedy = "No retry changes this answer"
+        self.message = f"{object}: the apiserver refuses to {verb} it: {why}: {message}. {remedy}"
+
+
 class ConnectionFailed(RetryableError):
     """No answer from the apiserver (refused, reset, timed out) within the retry budget."""
 

@@ -20,6 +20,12 @@ CONFIGMAP = COMPONENT  # the user configuration, as YAML under CONFIG_KEY
 CONFIG_KEY = f"{COMPONENT}-config.yml"
 INFO_CONFIGMAP = f"{COMPONENT}-info"  # the ports
 SOURCES = (CONFIGMAP, INFO_CONFIGMAP)  # what cp-backup copies
+# The ports of INFO_CONFIGMAP: key -> the path under the CR's spec.config it migrates to.
+PORTS: dict[str, tuple[str, ...]] = {
+    "onpremise_proxy_http_port": ("servers", "proxy", "http", "port"),
+    "onpremise_proxy_ldap_port": ("servers", "proxy", "rfcAndLdap", "port"),
+    "onpremise_socks5_proxy_port": ("servers", "proxy", "socks5", "port"),
+}
 OPERATOR_DEPLOYMENT = f"{COMPONENT}-operator"  # the module's; its Pod runs the chain
 
 # The marks each step sets on the CR, last.
@@ -51,15 +57,20 @@ MIGRATED_DIGESTS_ANNOTATION = f"{GROUP}/migrated-digests"
 
 # The backup: copies of SOURCES in their own namespace, labelled and annotated by cp-backup.
 BACKUP_NAMESPACE = f"{COMPONENT}-backup"
-_BACKUP = f"backup.{GROUP}"
-BACKUP_LABEL = f"{_BACKUP}/made-by"
+
+
+def _backup_key(name: str) -> str:
+    return f"backup.{GROUP}/{name}"
+
+
+BACKUP_LABEL = _backup_key("made-by")
 BACKUP_LABEL_VALUE = "cp-backup"
-SOURCE_NAMESPACE_ANNOTATION = f"{_BACKUP}/source-namespace"
-SOURCE_NAME_ANNOTATION = f"{_BACKUP}/source-name"
-SOURCE_UID_ANNOTATION = f"{_BACKUP}/source-uid"
-SOURCE_RESOURCE_VERSION_ANNOTATION = f"{_BACKUP}/source-resource-version"
-BACKUP_TIME_ANNOTATION = f"{_BACKUP}/time"
-BACKUP_DIGEST_ANNOTATION = f"{_BACKUP}/digest"
+SOURCE_NAMESPACE_ANNOTATION = _backup_key("source-namespace")
+SOURCE_NAME_ANNOTATION = _backup_key("source-name")
+SOURCE_UID_ANNOTATION = _backup_key("source-uid")
+SOURCE_RESOURCE_VERSION_ANNOTATION = _backup_key("source-resource-version")
+BACKUP_TIME_ANNOTATION = _backup_key("time")
+BACKUP_DIGEST_ANNOTATION = _backup_key("digest")
 BACKUP_ANNOTATIONS = (
     SOURCE_NAMESPACE_ANNOTATION,
     SOURCE_NAME_ANNOTATION,
@@ -70,11 +81,11 @@ BACKUP_ANNOTATIONS = (
 )
 # A copy in the backup namespace that cp-backup did not make (the original backup.sh, a person)
 # is never overwritten or deleted: it is kept under another name, marked as such.
-PRESERVED_LABEL = f"{_BACKUP}/preserved-copy-of"  # value: the source name
-PRESERVED_FROM_ANNOTATION = f"{_BACKUP}/preserved-from"  # namespace/name it was found under
-PRESERVED_UID_ANNOTATION = f"{_BACKUP}/preserved-uid"
-PRESERVED_TIME_ANNOTATION = f"{_BACKUP}/preserved-time"
-PRESERVED_REASON_ANNOTATION = f"{_BACKUP}/preserved-reason"
+PRESERVED_LABEL = _backup_key("preserved-copy-of")  # value: the source name
+PRESERVED_FROM_ANNOTATION = _backup_key("preserved-from")  # namespace/name it was found under
+PRESERVED_UID_ANNOTATION = _backup_key("preserved-uid")
+PRESERVED_TIME_ANNOTATION = _backup_key("preserved-time")
+PRESERVED_REASON_ANNOTATION = _backup_key("preserved-reason")
 
 # Who installed what: the Kyma reconciler's annotation, the module operator's label.
 RECONCILER_ANNOTATION = "reconciler.kyma-project.io/managed-by-reconciler-disclaimer"

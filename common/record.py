@@ -32,8 +32,7 @@ from common.errors import EXIT_REFUSED, EXIT_USAGE, ApiError, ConnectionFailed, 
 from common.logs import fields
 
 if TYPE_CHECKING:
-    from common.runner import Outcome as RunOutcome
-    from common.runner import Run
+    from common import runner
 
 log = logging.getLogger("record")
 
@@ -315,7 +314,7 @@ def termination_message(
         )
 
 
-def of_run(run: Run, ended: RunOutcome) -> Outcome:
+def of_run(run: runner.Run, ended: runner.Outcome) -> Outcome:
     """The record's outcome of how a run ended (common.runner)."""
     if ended.interrupted:
         done = run.progress.summary() if run.progress else "nothing of this run was confirmed"
@@ -325,14 +324,14 @@ def of_run(run: Run, ended: RunOutcome) -> Outcome:
     return ended_ok(run.summary or f"{run.tool} finished", run.attention)
 
 
-def attach(run: Run, *, dry_run: bool = False, record_on_cr: bool = True) -> Run:
+def attach(run: runner.Run, *, dry_run: bool = False, record_on_cr: bool = True) -> runner.Run:
     """Hook the end of `run` (common.runner.step_ended): the termination message always; for
     a step that changes the cluster (`record_on_cr`), and not on a dry run, the record on the
     CR and, for blocked or attention, the Warning Event (each time for blocked, whose repeats
     count; for attention when the record moved). The client keeps the CR as the run last
     saw it, so that the record costs no read of its own."""
 
-    def at_end(run: Run, ended: RunOutcome) -> None:
+    def at_end(run: runner.Run, ended: runner.Outcome) -> None:
         outcome = of_run(run, ended)
         # Logged as the step's own lines (a step's log is its logger's alone).
         termination_message(outcome, logger=run.log)

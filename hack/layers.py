@@ -4,7 +4,8 @@
 - tools (migrator, backup, cleaner) never import each other;
 - `common` imports no tool;
 - `common/cluster` imports nothing from common but common.errors, and names no Kyma object;
-- only the click layer (`cli.py`, `*_cli.py`) imports click.
+- only the click layer (`cli.py`, `*_cli.py`) imports click;
+- common's modules are imported under their own names, everywhere (no `common.cr as crnames`).
 
     python -m hack.layers [ROOT]    # exit 1 naming each violation
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 TOOLS = ("migrator", "backup", "cleaner")
 PACKAGES = ("common", *TOOLS)
+EVERYWHERE = (*PACKAGES, "hack", "tests")
 CLUSTER = "common.cluster"
 CLUSTER_MAY_IMPORT = ("common.cluster", "common.errors")
 KYMA_WORDS = re.compile(r"kyma|connectivity.?prox", re.IGNORECASE)
@@ -111,6 +113,7 @@ def check(root: Path) -> list[str]:
                     problems.append(
                         f"{relative}:{number}: common/cluster names Kyma: {line.strip()}"
                     )
+    problems += renamed_common_modules(root)
     for name in graph:
         if name.rpartition(".")[2] == "plan":
             chain = _kubernetes_chain(name, graph)
@@ -120,6 +123,27 @@ def check(root: Path) -> list[str]:
                     + " -> ".join(chain)
                 )
     return problems
+
+
+def renamed_common_modules(root: Path) -> list[str]:
+    """Imports of a common module under another name, in every package and in hack/, tests/."""
+    found = []
+    for package in EVERYWHERE:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    pairs = [(f"{node.module}.{a.name}", a.name, a.asname) for a in node.names]
+                elif isinstance(node, ast.Import):
+                    pairs = [(a.name, a.name, a.asname) for a in node.names]
+                else:
+                    continue
+                for target, name, alias in pairs:
+                    if _within(target, "common") and alias and alias != name:
+                        found.append(
+                            f"{path.relative_to(root)}:{node.lineno}: imports {target} as "
+                            f"{alias}; common's modules keep their own names"
+                        )
+    return found
 
 
 def _kubernetes_chain(start: str, graph: dict[str, list[Import]]) -> list[str] | None:

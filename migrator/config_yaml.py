@@ -211,6 +211,46 @@ def _loader_class() -> Any:
     class Loader(yaml.SafeLoader):
         _depth = 0
 
+        # Tabs: YAML allows them as separation inside a line (after `key:`, between the
+        # words of a plain value, before a comment); PyYAML refuses every tab outside quotes.
+        # Here a tab past a line's indentation is white space as in YAML; in the indentation
+        # it stays an error.
+        def _past_indentation(self) -> bool:
+            buffer: str = self.buffer
+            pointer: int = self.pointer
+            start = max(buffer.rfind("\n", 0, pointer), buffer.rfind("\r", 0, pointer)) + 1
+            return buffer[start:pointer].strip(" \t") != ""
+
+        def scan_to_next_token(self) -> None:
+            if self.index == 0 and self.peek() == "\ufeff":
+                self.forward()
+            found = False
+            while not found:
+                while self.peek() == " " or (self.peek() == "\t" and self._past_indentation()):
+                    self.forward()
+                if self.peek() == "#":
+                    while self.peek() not in "\0\r\n\x85\u2028\u2029":
+                        self.forward()
+                if self.scan_line_break():  # type: ignore[no-untyped-call]
+                    if not self.flow_level:
+                        self.allow_simple_key = True
+                else:
+                    found = True
+
+        def scan_plain_spaces(self, indent: Any, start_mark: Any) -> Any:
+            # PyYAML's own, with tabs inside a line taken as the white space they are.
+            length = 0
+            while self.peek(length) in " \t":
+                length += 1
+            if self.peek(length) in "\r\n\x85\u2028\u2029":
+                # Trailing white space before a line break is not part of the value; the
+                # folding of line breaks is PyYAML's (spaces only, as before).
+                self.forward(length)
+                return super().scan_plain_spaces(indent, start_mark)
+            whitespaces = self.prefix(length)
+            self.forward(length)
+            return [whitespaces] if whitespaces else []
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             self._depth += 1
             try:
@@ -278,7 +318,13 @@ def _describe(err: yaml.MarkedYAMLError, text: str) -> str:
         at = f" (from line {started.line + 1}, column {started.column + 1})" if started else ""
         problem = f"{err.context}{at}: {problem}"
     if "\t" in text and ("\\t" in problem or "tab" in problem.lower()):
-        problem += " (YAML forbids tabs for indentation; use spaces)"
+        lines = [
+            str(number)
+            for number, line in enumerate(text.splitlines(), start=1)
+            if "\t" in line[: len(line) - len(line.lstrip(" \t"))]
+        ]
+        where_tabs = f": line(s) {', '.join(lines)}" if lines else ""
+        problem += f" (YAML forbids tabs for indentation; use spaces{where_tabs})"
     return f"{problem} at {where}"
 
 

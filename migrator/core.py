@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common import diff, kyma, legacy, reasons, redact
+from common import backups, diff, kyma, legacy, reasons, redact
+from common.backups import content_digest
 from common.cluster.client import METADATA_ONLY, Kube, configmap_path, resource_path
 from common.cr import CR_PATH, CRD_PATH, MIGRATE_ORPHANED_HINT, get_cr, is_marked, record_event
-from common.errors import ApiError, RefusedError, RetryableError
+from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
 from migrator import plan as planning
@@ -59,7 +60,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         )
     if is_marked(cr, kyma.ANNOTATION_MIGRATED):
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
-        return Outcome(summary=f"nothing to do: {cr_name} is already migrated")
+        drifted = _drift(kube, cr) if settings.dry_run else ""
+        return Outcome(summary=f"nothing to do: {cr_name} is already migrated{drifted}")
 
     found = _observe(kube, cr, settings)
     source = planning.choose_source(found)  # once a run
@@ -121,6 +123,28 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         summary=f"migrated {cr_name}: {len(plan.changes)} field(s) changed, marked migrated",
         diff=rendered,
         changed=True,
+    )
+
+
+def _drift(kube: Kube, cr: dict[str, Any]) -> str:
+    """For --dry-run of a migrated CR: the legacy ConfigMaps that changed since, with what
+    changed (as cp-backup and cp-cleaner show it when they refuse over it)."""
+    found = []
+    for name in kyma.SOURCES:
+        live = kube.get(configmap_path(kyma.NAMESPACE, name))
+        migrated = backups.migrated_digest(cr, name)
+        problem = backups.drift_problem(migrated, content_digest(live) if live else None)
+        if live is None or problem is None:
+            continue
+        found.append(
+            f"\n  - ConfigMap {kyma.NAMESPACE}/{name}: {problem}{backups.drift_diff(cr, live)}"
+        )
+    if not found:
+        return ""
+    return (
+        "; but the legacy configuration changed after it was migrated (cp-backup and "
+        "cp-cleaner refuse until a person decides; their message names the remedies):"
+        + "".join(found)
     )
 
 
@@ -212,8 +236,8 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
     try:
         kube.merge_patch(CR_PATH, patch, retry_safe=True, dryRun="All", fieldValidation="Strict")
     except ApiError as err:
-        if err.status not in (400, 422):
-            raise
+        if err.status not in (400, 422) or (isinstance(err, RejectedWrite) and err.policy):
+            raise  # an admission policy's denial names the policy, not the configuration
         problems: list[str] = []
         for cause in _causes(err.body):
             message = cause.get("message", "")

@@ -39,11 +39,7 @@ ORPHANED = "orphaned"  # live ConfigMaps, no installation, nothing says they are
 NOTHING = "nothing"  # no legacy configuration anywhere: a new installation of the module
 
 # connectivity-proxy-info key -> path under spec.config
-PORTS: dict[str, tuple[str, ...]] = {
-    "onpremise_proxy_http_port": ("servers", "proxy", "http", "port"),
-    "onpremise_proxy_ldap_port": ("servers", "proxy", "rfcAndLdap", "port"),
-    "onpremise_socks5_proxy_port": ("servers", "proxy", "socks5", "port"),
-}
+PORTS = kyma.PORTS
 SECRET_NAME_PATH = ("secretConfig", "integration", "connectivityService", "secretName")
 _PORT = re.compile(r"[0-9]{1,5}")
 

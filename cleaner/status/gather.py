@@ -15,8 +15,6 @@ from typing import Any, TypeVar
 from cleaner import observe
 from cleaner import plan as planning
 from cleaner.status.model import (
-    OPERATOR_DEPLOYMENT,
-    OPERATOR_NAMESPACE,
     Backup,
     BackupItem,
     Cr,
@@ -34,7 +32,7 @@ from common.cr import annotations_of, crd_exists, get_cr, is_marked
 from common.errors import ApiError
 from common.record import Record
 
-OPERATOR_PATH = resource_path("apps", "v1", "deployments", OPERATOR_NAMESPACE, OPERATOR_DEPLOYMENT)
+OPERATOR_PATH = resource_path("apps", "v1", "deployments", kyma.NAMESPACE, kyma.OPERATOR_DEPLOYMENT)
 WORKERS = 8
 
 T = TypeVar("T")
@@ -58,11 +56,16 @@ def gather(kube: Kube) -> Status:
         )
     annotations = annotations_of(found_cr) if isinstance(found_cr, dict) else {}
     live = {} if isinstance(legacy, Unreadable) else legacy[1]
+    configs = {} if isinstance(legacy, Unreadable) else legacy[2]
+    whole_cr = found_cr if isinstance(found_cr, dict) else None
     return Status(
         legacy=_then(legacy, lambda read: read[0]),
         crd=found_crd,
         cr=_then(found_cr, cr_of),
-        backup=_then(found_backups, lambda read: backup_of(read, live, annotations)),
+        backup=_then(
+            found_backups,
+            lambda read: backup_of(read, live, annotations, cr=whole_cr, configs=configs),
+        ),
         service_mappings=found_mappings,
         operator=found_operator,
     )
@@ -94,12 +97,14 @@ def _operator(kube: Kube) -> Operator:
     )
 
 
-def _legacy(kube: Kube, pool: ThreadPoolExecutor) -> tuple[Legacy, dict[str, str]]:
+def _legacy(
+    kube: Kube, pool: ThreadPoolExecutor
+) -> tuple[Legacy, dict[str, str], dict[str, dict[str, Any]]]:
     """The legacy part, and the content digests of the live user-configuration ConfigMaps
     (which the backup part compares its copies with)."""
     reads, skipped = planning.reads(observe.discover(kube))
     read = observe.read_legacy(kube, reads, pool)
-    return legacy_of(read, skipped), dict(read.digests)
+    return legacy_of(read, skipped), dict(read.digests), dict(read.configs)
 
 
 def _mappings(kube: Kube) -> ServiceMappings:
@@ -170,6 +175,9 @@ def backup_of(
     read: observe.BackupNamespace,
     live_digests: Mapping[str, str],
     cr_annotations: Mapping[str, str],
+    *,
+    cr: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Backup:
     """The backups, each checked against its live ConfigMap (`live_digests`: the ones that
     exist) and against what the CR's annotations record (migrated digests, missing sources)."""
@@ -190,6 +198,8 @@ def backup_of(
             live_digest=live,
             namespace=read.namespace,
             migrated_digest=migrated.get(name),
+            cr=cr,
+            live=(configs or {}).get(name),
         )
         items.append(
             BackupItem(

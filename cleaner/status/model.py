@@ -10,12 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from common import kyma
 from common.record import Record
-
-# The module's operator, whose Deployment the last section is about.
-OPERATOR_NAMESPACE = kyma.NAMESPACE
-OPERATOR_DEPLOYMENT = "connectivity-proxy-operator"
 
 
 @dataclass(frozen=True)

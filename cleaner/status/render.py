@@ -12,8 +12,6 @@ from typing import Any, TypeVar
 
 from cleaner import plan as planning
 from cleaner.status.model import (
-    OPERATOR_DEPLOYMENT,
-    OPERATOR_NAMESPACE,
     Backup,
     BackupItem,
     Cr,
@@ -29,7 +27,7 @@ from common.cr import MIGRATE_ORPHANED_HINT
 
 CRD = f"CRD {kyma.CRD_NAME}"
 CR = kyma.CR_REF
-OPERATOR = f"{OPERATOR_NAMESPACE}/{OPERATOR_DEPLOYMENT}"
+OPERATOR = kyma.ref(kyma.NAMESPACE, kyma.OPERATOR_DEPLOYMENT)
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -30,7 +31,7 @@ from common.cluster.transport import (
     TlsVerifyFailed,
     Transport,
 )
-from common.errors import ApiError, ConnectionFailed, RetryableError, UsageError
+from common.errors import ApiError, ConnectionFailed, RejectedWrite, RetryableError, UsageError
 
 log = logging.getLogger("kube")
 
@@ -192,7 +193,7 @@ class Kube:
                     continue
             if answers.status_body(response.headers, response.data) is None:
                 raise self._not_a_status(what, path, response)
-            raise _api_error(method, path, response, self.connection)
+            raise _api_error(method, path, response, self.connection, body)
 
     def _object(self, what: str, response: Response) -> dict[str, Any]:
         """A 2xx's JSON object; a 3xx or anything but JSON did not come from an apiserver."""
@@ -290,10 +291,17 @@ class Kube:
         preconditions = {"uid": uid, "resourceVersion": resource_version}
         if any(preconditions.values()):
             body["preconditions"] = {k: v for k, v in preconditions.items() if v}
+        query = None
         if dry_run:
+            # In the body: with a body, the apiserver reads DeleteOptions from it alone, and a
+            # dryRun only in the query would be ignored (the object deleted). In the query too,
+            # where proxies and audit readers see it, as for other writes.
             body["dryRun"] = ["All"]
+            query = {"dryRun": "All"}
         try:
-            self.request("DELETE", path, body={"apiVersion": "v1", **body}, retry_safe=True)
+            self.request(
+                "DELETE", path, query=query, body={"apiVersion": "v1", **body}, retry_safe=True
+            )
         except ApiError as err:
             if err.status == 404 and err.status_reason == "NotFound":
                 return False
@@ -335,7 +343,53 @@ def _cause(err: BaseException) -> str:
     return f"{label} ({text})" if text and text != label else label
 
 
-def _api_error(method: str, path: str, response: Response, connection: Connection) -> ApiError:
+# How the apiserver words a denial by admission control (never RBAC's "cannot <verb>"):
+# ValidatingAdmissionPolicy 'NAME' with binding 'BINDING' denied request: ...
+# admission webhook "NAME" denied the request: ...
+_ADMISSION_DENIALS = (
+    re.compile(r"ValidatingAdmissionPolicy '([^']+)'(?: with binding '([^']+)')?"),
+    re.compile(r'admission webhook "([^"]+)"'),
+)
+
+
+def admission_policy(message: str) -> str:
+    """The admission policy or webhook an answer's message names as the denier, or ""."""
+    for number, pattern in enumerate(_ADMISSION_DENIALS):
+        found = pattern.search(message)
+        if found is None:
+            continue
+        if number == 0:
+            binding = f" (binding {found.group(2)})" if found.group(2) else ""
+            return f"ValidatingAdmissionPolicy {found.group(1)}{binding}"
+        return f"admission webhook {found.group(1)}"
+    return ""
+
+
+def _object_named(path: str, status: dict[str, Any], sent: Any) -> str:
+    """`resource namespace/name` of the object a request was about: from the answer's details,
+    else from the path (and, for a create, the body sent)."""
+    parts = path.split("?")[0].strip("/").split("/")
+    namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts[:-2] else None
+    tail = (
+        parts[parts.index("namespaces") + 2 :]
+        if namespace
+        else parts[2 if parts[0] == "api" else 3 :]
+    )
+    group = "" if parts[0] == "api" else parts[1]
+    found = status.get("details")
+    details: dict[str, Any] = found if isinstance(found, dict) else {}
+    resource = tail[0] if tail else str(details.get("kind") or "object")
+    name = details.get("name") or (tail[1] if len(tail) > 1 else None)
+    if name is None and isinstance(sent, dict):
+        name = (sent.get("metadata") or {}).get("name")
+    kind = f"{resource}.{group}" if group and "." not in resource else resource
+    ref = f"{namespace}/{name}" if namespace else str(name)
+    return f"{kind} {ref}"
+
+
+def _api_error(
+    method: str, path: str, response: Response, connection: Connection, sent: Any = None
+) -> ApiError:
     try:
         parsed = json.loads(response.data)
     except ValueError:
@@ -348,4 +402,24 @@ def _api_error(method: str, path: str, response: Response, connection: Connectio
             f" from {connection.source} were rejected: an expired or revoked token, or a client "
             "certificate the apiserver does not trust)"
         )
-    return ApiError(method, path, response.status, body.get("reason") or "Error", message, body)
+    reason = body.get("reason") or "Error"
+    if method not in ("GET", "HEAD"):
+        policy = admission_policy(message) if response.status in (400, 403, 422) else ""
+        if response.status == 422 or policy:
+            found = body.get("details")
+            details: dict[str, Any] = found if isinstance(found, dict) else {}
+            listed = details.get("causes")
+            causes: list[Any] = listed if isinstance(listed, list) else []
+            fields = [str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")]
+            return RejectedWrite(
+                method,
+                path,
+                response.status,
+                reason,
+                message,
+                body,
+                object=_object_named(path, body, sent),
+                fields=list(dict.fromkeys(fields)),
+                policy=policy,
+            )
+    return ApiError(method, path, response.status, reason, message, body)

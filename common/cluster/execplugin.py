@@ -1,9 +1,9 @@
 """Exec credential plugins as kubectl runs them (client.authentication.k8s.io).
 
-The `kubernetes` package (checked against 37.0.3; tests/test_package_pins.py tells when that
-changes) runs a user's exec plugin itself, but: it fetches the token again whenever less than
-5 minutes are left (so before every request for short-lived tokens: 71 plugin runs in one
-cleaner run), waits for a plugin without a time limit, ignores interactiveMode, leaves stdin
+The `kubernetes` package (checked against 37.0.3; tests/unit/common/test_package_pins.py tells
+when that changes) runs a user's exec plugin itself, but: it fetches the token again whenever
+less than 5 minutes are left (so before every request for short-lived tokens: 71 plugin runs in
+one cleaner run), waits for a plugin without a time limit, ignores interactiveMode, leaves stdin
 open, drops the plugin's stderr on success, and sends the raw kubeconfig keys for
 provideClusterInfo. Here instead:
 
@@ -96,6 +96,15 @@ class ExecPlugin:
                 self._status = self._run()
             return self._status
 
+    def forget(self, token: str) -> bool:
+        """The apiserver refused `token`: unless another request has fetched a new one
+        already, the next fetches anew. True when this call made it so."""
+        with self._lock:
+            if self._status is None or self._status.get("token") != token:
+                return False
+            self._status = None
+            return True
+
     def token(self) -> str | None:
         token = self.status().get("token")
         return str(token) if token else None
@@ -131,11 +140,17 @@ class ExecPlugin:
                 start_new_session=not interactive,  # so that a hung one is stopped whole
             )
         except OSError as err:
-            raise UsageError(f"{self.describe()} cannot be started {self.named()}: {err}") from err
+            hint = str(self.spec.get("installHint") or "").strip()  # as kubectl shows it
+            raise UsageError(
+                f"{self.describe()} cannot be started {self.named()}: {err}"
+                + (f"; {hint}" if hint else "")
+            ) from err
         try:
             out, err_text = process.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as err:  # a time-out, or a signal ending the run: stop it too
             _stop(process)
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
             raise RetryableError(
                 f"{self.describe()} did not answer within {self.timeout:g}s (CP_EXEC_TIMEOUT) "
                 f"and was stopped {self.named()}"

@@ -1,10 +1,10 @@
 """Key material in memory only: a decoded client key never outlives the process.
 
-The `kubernetes` package (checked against 37.0.3; tests/test_package_pins.py tells when that
-changes) writes `client-key-data`, `client-certificate-data` and `certificate-authority-data`
-decoded into files in the temp directory and removes them at exit (atexit). A second signal
-ends the tools with os._exit, which skips atexit, so the key stayed on disk; and with no
-writable temp directory (a read-only /tmp) the tools could not start.
+The `kubernetes` package (checked against 37.0.3; tests/unit/common/test_package_pins.py tells
+when that changes) writes `client-key-data`, `client-certificate-data` and `certificate-
+authority-data` decoded into files in the temp directory and removes them at exit (atexit). A
+second signal ends the tools with os._exit, which skips atexit, so the key stayed on disk; and
+with no writable temp directory (a read-only /tmp) the tools could not start.
 
 Here those values become anonymous memory files (Linux memfd_create), read by OpenSSL through
 /proc/self/fd/N: nothing is written to any file system, and the kernel frees them when the

@@ -9,7 +9,10 @@
 ``kubernetes.config`` reads the files and loads credentials, TLS and proxies, and never writes a
 kubeconfig back. Added here is only what it lacks: kubectl's rule that the first file's
 ``current-context`` wins, a ``tokenFile`` read for every request (tokens rotate), impersonation,
-and errors that name the file. An exec plugin runs when the client is built (`Connection.load`).
+and errors that name the file; and where the package reads a kubeconfig otherwise than kubectl:
+relative paths, booleans, empty files (common.cluster.kubeconfig_rules), exec plugins (run by
+common.cluster.execplugin when the transport is built, not by the package) and decoded -data
+key material (kept in memory, common.cluster.keymaterial).
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.cluster import keymaterial
-from common.cluster import kubeconfig_rules as rules
+from common.cluster import keymaterial, kubeconfig_rules
 from common.errors import RetryableError, UsageError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -107,7 +109,7 @@ def resolve(
         return _from_files([kubeconfig], context, f"--kubeconfig {kubeconfig}")
     listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
     if listed:
-        existing, empty = rules.usable_files(listed)
+        existing, empty = kubeconfig_rules.usable_files(listed)
         if not existing:
             what = "only empty files" if empty else "no file that exists"
             raise UsageError(
@@ -115,7 +117,7 @@ def resolve(
                 "fix it or unset it (kubectl does not fall back either)"
             )
         return _from_files(existing, context, f"KUBECONFIG={env['KUBECONFIG']}")
-    default = rules.home_file(env, home)
+    default = kubeconfig_rules.home_file(env, home)
     if default.is_file():
         return _from_files([str(default)], context, str(default))
     if env.get("KUBERNETES_SERVICE_HOST") and not context:
@@ -153,7 +155,7 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
     try:
         merger = KubeConfigMerger(os.pathsep.join(paths))  # type: ignore[no-untyped-call]
         for path in merger.paths:
-            rules.check_types(path, merger.config_files[path])
+            kubeconfig_rules.check_types(path, merger.config_files[path])
         currents = [merger.config_files[p].get("current-context") for p in merger.paths]
         name = context or next((current for current in currents if current), None)
         if not name:
@@ -174,10 +176,10 @@ def _from_files(paths: list[str], context: str | None, source: str) -> Connectio
             raise UsageError(f"{source}: context {name!r}: user {user_name!r} not found")
         user = user_node["user"] if user_node else None
         # As kubectl: each entry's relative paths against its own file (in memory only).
-        rules.check_cluster(cluster.path, str(cluster_name), cluster["cluster"].value)
-        rules.anchor_cluster(cluster.path, cluster["cluster"].value)
+        kubeconfig_rules.check_cluster(cluster.path, str(cluster_name), cluster["cluster"].value)
+        kubeconfig_rules.anchor_cluster(cluster.path, cluster["cluster"].value)
         if user is not None:
-            rules.anchor_user(user.path, user.value)
+            kubeconfig_rules.anchor_user(user.path, user.value)
         # Decoded keys and certificates in memory only, never in a temp file.
         where = f"kubeconfig {cluster.path}: cluster {cluster_name!r}"
         keymaterial.in_memory(cluster["cluster"].value, keymaterial.CLUSTER_DATA, where)

@@ -1,6 +1,6 @@
 """kubectl's reading of kubeconfig files where the `kubernetes` package reads them otherwise
-(checked against kubernetes 37.0.3; tests/test_package_pins.py fails when the package changes
-what these mend, so that they can go):
+(checked against kubernetes 37.0.3; tests/unit/common/test_package_pins.py fails when the
+package changes what these mend, so that they can go):
 
 - every relative path of a user, cluster or exec plugin is resolved against the file that
   defined it (the package resolves a user's client-certificate, client-key and exec command

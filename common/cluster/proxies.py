@@ -1,5 +1,5 @@
 """Proxies as kubectl uses them, where the `kubernetes` package (checked against 37.0.3, with
-urllib3 2.x) differs; tests/test_package_pins.py tells when that changes:
+urllib3 2.x) differs; tests/unit/common/test_package_pins.py tells when that changes:
 
 - credentials in the proxy URL (`http://user:pass@host:port`, from HTTPS_PROXY or a
   cluster's proxy-url) are sent as `Proxy-Authorization: Basic` (the package passes the URL to

@@ -96,11 +96,30 @@ class ApiClientTransport:
     def __call__(
         self, method: str, url: str, headers: dict[str, str], body: Any, timeout: float
     ) -> Response:
+        token = self.authorization()
+        response = self._send(method, url, headers, body, timeout, token)
+        plugin = self._connection.exec_plugin
+        if response.status == 401 and plugin is not None and token:
+            # As client-go: a refused exec credential is fetched again, once (a 401 is decided
+            # before anything is done, so even a write repeats safely).
+            if plugin.forget(token.removeprefix("Bearer ")):
+                log.info("the apiserver refused the exec plugin's credential (401): fetching anew")
+            response = self._send(method, url, headers, body, timeout, self.authorization())
+        return response
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Any,
+        timeout: float,
+        token: str | None,
+    ) -> Response:
         from kubernetes.client.exceptions import ApiException
         from urllib3 import HTTPHeaderDict
 
         sent = HTTPHeaderDict(headers)  # Impersonate-Group may repeat
-        token = self.authorization()
         if token:
             sent["Authorization"] = token
         for name, value in self._connection.impersonate:

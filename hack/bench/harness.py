@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cleaner import plan as cleaning
+from cleaner import plan as planning
 from common import kyma
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
@@ -41,7 +41,7 @@ BENCH_AGENT = "cp-migration-bench"
 SENTINEL_AGENT = "cp-migration-bench/sentinel"
 # The ServiceMappings the sweep creates, in the version the fixture's CRD serves.
 SM_VERSION = "v1"
-SM_COLLECTION = resource_path(kyma.GROUP, SM_VERSION, cleaning.MAPPING_PLURAL)
+SM_COLLECTION = resource_path(kyma.GROUP, SM_VERSION, planning.MAPPING_PLURAL)
 MIB = 1024 * 1024
 PACKAGES = ("cp-migration", "click", "PyYAML", "urllib3", "kubernetes", "matplotlib")
 WATCHED_IMPORTS = (

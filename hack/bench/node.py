@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hack.devenv import legacy
-from hack.devenv import pods as P
+from hack.devenv import legacy, pods
 from hack.devenv.cluster import FIXTURES, Cluster
 from hack.devenv.images import build_images
 from hack.devenv.node import components
@@ -111,20 +110,20 @@ def _container_id(status: dict[str, object]) -> str:
 
 
 def measure_once(node: Node, cluster: Cluster, objects: list[dict[str, Any]]) -> NodeRun:
-    P.remove_deployment(cluster)
+    pods.remove_deployment(cluster)
     legacy.fresh_install(cluster)
-    P.label_namespace_restricted(cluster)
+    pods.label_namespace_restricted(cluster)
     events = TaskEvents(node)
     time.sleep(0.5)  # the event stream is subscribed
     try:
         applied = time.time()
-        P.apply_deploy(cluster, objects)
-        pod = P.wait_for(
+        pods.apply_deploy(cluster, objects)
+        pod = pods.wait_for(
             "the operator running",
-            lambda: next((p for p in P.live_pods(cluster) if P.operator_running(p)), None),
+            lambda: next((p for p in pods.live_pods(cluster) if pods.operator_running(p)), None),
             180,
             interval=0.05,
-            explain=lambda: P.describe(cluster),
+            explain=lambda: pods.describe(cluster),
         )
         seen_running = time.time()
         time.sleep(0.5)
@@ -194,7 +193,7 @@ def run(runs: int = 5, log: bool = True) -> NodeBench:
         cluster = Cluster(node.kubeconfig)
         cluster.apply_file(FIXTURES / "crd-connectivityproxy.yaml")
         operator = node.state["operator_image"]
-        objects = P.kustomize(images=P.deploy_images(dict(images.refs), operator))
+        objects = pods.kustomize(images=pods.deploy_images(dict(images.refs), operator))
         measure_once(node, cluster, objects)  # warm-up: first use of each image unpacks it
         for index in range(runs):
             found = measure_once(node, cluster, objects)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cleaner import plan as cleaning
+from cleaner import plan as planning
 from cleaner.observe import PAGE_SIZE
 from hack.bench.results import Results
 
@@ -66,7 +66,7 @@ def backup_minimum(_n: int) -> list[Need]:
 
 def cleaner_minimum(n: int) -> list[Need]:
     pages = max(1, math.ceil(n / PAGE_SIZE))
-    legacy = len(cleaning.LEGACY_OBJECTS)
+    legacy = len(planning.LEGACY_OBJECTS)
     needs = [
         Need(1, "GET the CR (marks, and the resourceVersion of the final mark)"),
         Need(1, "GET the ServiceMapping CRD (it exists; its scope)"),
@@ -92,6 +92,12 @@ def cleaner_minimum(n: int) -> list[Need]:
             "delete and leaves nothing half done",
         ),
         Need(1, "read the two backups (uid and resourceVersion preconditions): one LIST"),
+        Need(
+            legacy,
+            "admission preflight: each planned DELETE first as a server-side dry run "
+            "(dryRun=All), which runs the admission policies and webhooks RBAC cannot show, so "
+            "a denied one stops the cleaner before anything is deleted (issue 22)",
+        ),
         Need(
             legacy,
             f"DELETE each legacy object present ({legacy} in the standard installation)",

@@ -56,7 +56,7 @@ def summary(outcomes: list[states.Outcome]) -> str:
 
 def test_every_starting_state_converges_without_loss(quiet: None) -> None:
     every = states.every_state()
-    assert len(every) == 6000
+    assert len(every) == 6000 + 800  # the six dimensions, and each extra (issue 22)
     outcomes: list[states.Outcome] = []
     failures: list[str] = []
     for state in every:
@@ -68,11 +68,17 @@ def test_every_starting_state_converges_without_loss(quiet: None) -> None:
     assert not failures, "\n".join(failures[:40])
 
 
-REPRESENTATIVE = states.representative_states(64)
+REPRESENTATIVE = states.representative_states(64) + states.representative_extra_states()
 
 
 def test_the_representative_states_cover_every_pair_of_values() -> None:
     assert len(REPRESENTATIVE) >= 60
+    extras = [s for s in REPRESENTATIVE if s.extra != "none"]
+    for extra in states.EXTRAS[1:]:
+        with_it = [s for s in extras if s.extra == extra]
+        assert {s.history for s in with_it} == set(states.HISTORIES), extra
+        assert {s.cr for s in with_it} == set(states.CR_EVENTS), extra
+        assert {s.configmaps for s in with_it} == set(states.CONFIGMAPS), extra
     dimensions = {
         "history": states.HISTORIES,
         "cr": states.CR_EVENTS,

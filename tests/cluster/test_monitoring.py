@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common import kyma, reasons
-from common import record as records
+from common import kyma, reasons, record
 from common.cr import CR_PATH, annotations_of
 from hack.devenv.cluster import REPO, Cluster, ToolResult
 from tests.support import chain, states
@@ -125,9 +124,9 @@ def _chain(cluster: Cluster, kubeconfig: Path | None = None, **env: str) -> list
     return results
 
 
-def _record(cluster: Cluster) -> records.Record | None:
+def _record(cluster: Cluster) -> record.Record | None:
     cr = cluster.cr()
-    return None if cr is None else records.Record.of(annotations_of(cr))
+    return None if cr is None else record.Record.of(annotations_of(cr))
 
 
 @dataclass(frozen=True)
@@ -270,11 +269,11 @@ def _assert_series(
     assert len(info) == 1 and info[0].value == 1, ksm.series("info")
     assert info[0].labels["customresource_kind"] == "ConnectivityProxy"
     states_ = {s.labels["result"]: s.value for s in ksm.series("result", **labels)}
-    assert states_ == {r: float(r == result) for r in records.RESULTS}, states_
+    assert states_ == {r: float(r == result) for r in record.RESULTS}, states_
     found = _record(cluster)
     assert found is not None and found.result == result
     since = ksm.series("since_timestamp_seconds", **labels)
-    stamp = records.parse_time(found.since)
+    stamp = record.parse_time(found.since)
     assert [s.value for s in since] == [stamp], since
     assert len(ksm.series("created_timestamp_seconds", **labels)) == 1
 

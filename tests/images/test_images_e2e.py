@@ -168,6 +168,43 @@ def test_runtime_carries_no_pip_or_build_tools_and_bytecode_for_what_runs(images
         assert run.exit_code == 1 and "No module named 'pip'" in run.stderr, run.output
 
 
+# Every module of the shipped packages has bytecode (hack/bytecode.py compiles them all), and
+# the help and error paths, which import modules a run never does (click/_textwrap.py), compile
+# nothing at start.
+_NO_COMPILE = (
+    "import importlib.util as u, os, sys, sysconfig\n"
+    "roots = [sysconfig.get_paths()['purelib'], '/opt/app']\n"
+    "bad = [os.path.join(d, n) for root in roots for d, _, names in os.walk(root)\n"
+    "       for n in names if n.endswith('.py')\n"
+    "       and not os.path.exists(u.cache_from_source(os.path.join(d, n)))]\n"
+    "compiled = []\n"
+    "def hook(event, args):\n"
+    "    if event == 'compile' and len(args) > 1 and str(args[1]).endswith('.py'):\n"
+    "        compiled.append(args[1])\n"
+    "sys.addaudithook(hook)\n"
+    "import importlib, contextlib, io\n"
+    "for module, name in [('migrator.cli', 'main'), ('backup.cli', 'backup_main'),\n"
+    "                     ('backup.cli', 'restore_main'), ('cleaner.cli', 'main'),\n"
+    "                     ('cleaner.status_cli', 'main')]:\n"
+    "    command = getattr(importlib.import_module(module), name)\n"
+    "    for args in (['--help'], ['--no-such-option']):\n"
+    "        with contextlib.redirect_stdout(io.StringIO()), \\\n"
+    "                contextlib.redirect_stderr(io.StringIO()), \\\n"
+    "                contextlib.suppress(SystemExit):\n"
+    "            command.main(args, prog_name=module)\n"
+    "print({'without bytecode': bad, 'compiled at start': compiled})\n"
+    "sys.exit(1 if bad or compiled else 0)\n"
+)
+
+
+def test_every_shipped_module_has_bytecode_and_help_compiles_nothing(images: Images) -> None:
+    for step in STEPS:
+        run = run_container(
+            step, images[step], ["-c", _NO_COMPILE], ["--entrypoint", "python3"], network="none"
+        )
+        assert run.exit_code == 0, (step, run.output)
+
+
 @pytest.mark.parametrize(
     ("step", "scripts"),
     [

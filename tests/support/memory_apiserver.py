@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -91,6 +91,10 @@ class MemoryApiserver:
         self._uids = itertools.count(1)
         self.request_count = 0
         self.writes = 0
+        # Admission: each rule sees (operation, key, the object as stored or None) and answers
+        # the message of a denial, or None; a denial is worded as a ValidatingAdmissionPolicy's.
+        self.admission: list[tuple[str, Callable[[str, Key, dict[str, Any] | None], str | None]]]
+        self.admission = []
 
     # -- the store -------------------------------------------------------------------------
 
@@ -130,6 +134,39 @@ class MemoryApiserver:
         for key in [k for k in self.objects if k[2] == name]:
             del self.objects[key]
         self.objects.pop(("", "namespaces", None, name), None)
+
+    def _admit(
+        self, method: str, path: str, operation: str, key: Key, current: dict[str, Any] | None
+    ) -> None:
+        for name, rule in self.admission:
+            message = rule(operation, key, current)
+            if message:
+                raise _error(
+                    method,
+                    path,
+                    403,
+                    "Forbidden",
+                    f"{key[1]} \"{key[3]}\" is forbidden: ValidatingAdmissionPolicy '{name}' "
+                    f"with binding '{name}-binding' denied request: {message}",
+                )
+
+    @staticmethod
+    def _immutable_problem(
+        method: str, path: str, current: dict[str, Any], new: dict[str, Any]
+    ) -> None:
+        """A ConfigMap or Secret made immutable keeps its data (422, as the apiserver says)."""
+        if not current.get("immutable"):
+            return
+        for key in ("data", "binaryData", "immutable"):
+            if current.get(key) != new.get(key):
+                raise _error(
+                    method,
+                    path,
+                    422,
+                    "Invalid",
+                    f'ConfigMap "{current["metadata"]["name"]}" is invalid: {key}: Forbidden: '
+                    "field is immutable when `immutable` is set",
+                )
 
     # -- Kube's surface ----------------------------------------------------------------------
 
@@ -211,6 +248,7 @@ class MemoryApiserver:
             if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
                 raise _error(method, path, 409, "Conflict", "the object has been modified")
             obj = copy.deepcopy(body)
+            self._immutable_problem(method, path, current, obj)
             obj["metadata"]["uid"] = current["metadata"]["uid"]
             if not dry_run:
                 self._stamp(obj, new=False)
@@ -222,6 +260,7 @@ class MemoryApiserver:
                 raise _error(method, path, 409, "Conflict", "the object has been modified")
             merged = merge_patch(current, body)
             merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self._immutable_problem(method, path, current, merged)
             if merged != current and not dry_run:
                 self._stamp(merged, new=False)
                 self.objects[key] = merged
@@ -232,6 +271,9 @@ class MemoryApiserver:
             for field in ("uid", "resourceVersion"):
                 if field in preconditions and preconditions[field] != current["metadata"][field]:
                     raise _error(method, path, 409, "Conflict", f"precondition {field} failed")
+            self._admit(method, path, "DELETE", key, current)
+            if dry_run or (body or {}).get("dryRun") == ["All"]:
+                return {}
             if plural == "namespaces":
                 current["metadata"]["deletionTimestamp"] = "2026-11-29T00:00:00Z"
                 current.setdefault("spec", {})["finalizers"] = ["kubernetes"]

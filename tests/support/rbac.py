@@ -42,6 +42,7 @@ SHARED_TENANT_MODE = "shared-tenant-mode"
 STALE_BACKUP = "stale-backup"
 CR_ABSENT = "cr-absent"
 RECREATED_CR = "recreated-cr"
+IMMUTABLE_BACKUP = "immutable-backup"
 # A step that refuses (exit 3), after a run that refused the same way: its Warning Event is
 # read and its count patched (README "Fleet view").
 BLOCKED = "blocked"
@@ -55,6 +56,8 @@ SCENARIOS: dict[tuple[str, ...], str] = {
     ("migrator", "get", "configmaps"): RECREATED_CR,
     # A backup that an earlier run left, and that no longer matches its source, is updated.
     ("backup", "update", "configmaps"): STALE_BACKUP,
+    # A stale backup a person made immutable is replaced: deleted, then created again.
+    ("backup", "delete", "configmaps"): IMMUTABLE_BACKUP,
     # The ConnectivityProxy CRD is read only to tell "no CRD" from "no CR" when the CR is absent.
     ("backup", "get", "customresourcedefinitions"): CR_ABSENT,
     (
@@ -456,6 +459,10 @@ class Lab:
             self._delete_backups()
             if scenario == STALE_BACKUP:
                 self.cluster.apply(copy.deepcopy(self._stale_backups()))
+            elif scenario == IMMUTABLE_BACKUP:
+                self.cluster.apply(
+                    [{**stale, "immutable": True} for stale in copy.deepcopy(self._stale_backups())]
+                )
             elif scenario == BLOCKED:
                 # The configuration changed after the migration, refused once already.
                 text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]

@@ -52,6 +52,8 @@ EDITED = "edited.state-space.example"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SM_CRD = "servicemappings.connectivityproxy.sap.com"
 KYMA = "kyma-system"
+MAY_DELETE = "ops.example.com/may-delete"  # the label the admission policy asks for
+PROBE = "admission-probe"  # a ConfigMap the policy denies deleting (so its state is seen)
 
 HISTORIES = (
     "none",
@@ -70,6 +72,11 @@ STATEFULSETS = ("absent", "reconciler", "unannotated")
 CONFIGMAPS = ("both", "edited", "config", "info", "none")
 BACKUPS = ("as-left", "absent", "ours-corrupt", "foreign", "terminating")
 MAPPINGS = ("present", "absent")
+# What else real systems do (issue 22), each in states of its own: a person makes the copies
+# in the backup namespace immutable; a platform team's admission policy denies deleting
+# ConfigMaps in kyma-system unless labelled; a Kyma reconciler upgrade renders the legacy
+# ConfigMap again after the migration; a person configured the CR before the migration.
+EXTRAS = ("none", "immutable-copy", "admission-deny", "reconciler-upgrade", "cr-edited")
 
 
 @dataclass(frozen=True)
@@ -80,12 +87,22 @@ class State:
     configmaps: str
     backups: str
     mappings: str
+    extra: str = "none"
 
     @property
     def id(self) -> str:
-        return "|".join(
-            (self.history, self.cr, self.sts, self.configmaps, self.backups, self.mappings)
-        )
+        found = (self.history, self.cr, self.sts, self.configmaps, self.backups, self.mappings)
+        return "|".join(found + ((self.extra,) if self.extra != "none" else ()))
+
+
+def extra_states() -> list[State]:
+    """Each extra with every history, CR event and set of legacy ConfigMaps (the dimensions it
+    meets), from a running legacy installation whose backups are as the history left them."""
+    return [
+        State(history, cr, "reconciler", configmaps, "as-left", "present", extra)
+        for extra in EXTRAS[1:]
+        for history, cr, configmaps in itertools.product(HISTORIES, CR_EVENTS, CONFIGMAPS)
+    ]
 
 
 def every_state() -> list[State]:
@@ -94,7 +111,33 @@ def every_state() -> list[State]:
         for values in itertools.product(
             HISTORIES, CR_EVENTS, STATEFULSETS, CONFIGMAPS, BACKUPS, MAPPINGS
         )
-    ]
+    ] + extra_states()
+
+
+def representative_extra_states(seed: int = 22) -> list[State]:
+    """For each extra, states that cover every pair of it with a history, a CR event and a set
+    of ConfigMaps (greedy, deterministic for the seed)."""
+    chosen: list[State] = []
+    for extra in EXTRAS[1:]:
+        candidates = [s for s in extra_states() if s.extra == extra]
+        random.Random(seed).shuffle(candidates)
+        uncovered = {("history", h) for h in HISTORIES} | {("cr", c) for c in CR_EVENTS}
+        uncovered |= {("configmaps", c) for c in CONFIGMAPS}
+        while uncovered:
+            best = max(
+                candidates,
+                key=lambda s: len(
+                    {("history", s.history), ("cr", s.cr), ("configmaps", s.configmaps)} & uncovered
+                ),
+            )
+            chosen.append(best)
+            uncovered -= {
+                ("history", best.history),
+                ("cr", best.cr),
+                ("configmaps", best.configmaps),
+            }
+            candidates.remove(best)
+    return chosen
 
 
 def representative_states(count: int, seed: int = 11) -> list[State]:
@@ -107,7 +150,7 @@ def representative_states(count: int, seed: int = 11) -> list[State]:
         for a in dimensions[i]
         for b in dimensions[j]
     }
-    candidates = every_state()
+    candidates = [state for state in every_state() if state.extra == "none"]
     random.Random(seed).shuffle(candidates)
     chosen: list[State] = []
 
@@ -149,6 +192,8 @@ class Env(Protocol):
     def delete_crd(self, name: str) -> None: ...
 
     def finalize_namespace(self, name: str) -> None: ...
+
+    def deny_configmap_deletes(self) -> None: ...
 
 
 def configmap_path(namespace: str, name: str | None = None) -> str:
@@ -340,6 +385,30 @@ def cleaner_sh(env: Env) -> None:
     _annotate(env, {kyma.ANNOTATION_CLEANED: "true"})
 
 
+UPGRADED_VERSION = "2.21.0"
+
+
+def reconciler_upgrade(env: Env) -> None:
+    """A Kyma reconciler upgrade after the migration: it renders the legacy ConfigMap again
+    from the newer chart (its own formatting, a changed default, its version label)."""
+    path = configmap_path(KYMA, "connectivity-proxy")
+    current = env.kube.get(path)
+    if current is None:
+        return
+    config = yaml.safe_load(current["data"][CONFIG_KEY])
+    config["highAvailabilityMode"] = "path"
+    labels = dict(current["metadata"].get("labels") or {})
+    labels["reconciler.kyma-project.io/origin-version"] = UPGRADED_VERSION
+    env.kube.merge_patch(
+        path,
+        {
+            "metadata": {"labels": labels},
+            "data": {CONFIG_KEY: yaml.safe_dump(config, sort_keys=True)},
+        },
+        retry_safe=True,
+    )
+
+
 def _ours(env: Env, step: str) -> None:
     run = run_step(env, step)
     assert run.exit_code == 0, f"building the state: our {step}: {run.message}"
@@ -377,8 +446,29 @@ def install(env: Env, *, mappings: bool) -> None:
     env.apply([default_cr()])
 
 
+PERSONS_CR_CONFIG = {"highAvailabilityMode": "subdomain", "serviceChannels": {"enabled": True}}
+
+
+def edit_cr_config(env: Env) -> None:
+    """A person configured the module in its CR (kubectl edit) before the migration ran."""
+    env.kube.merge_patch(CR_PATH, {"spec": {"config": PERSONS_CR_CONFIG}}, retry_safe=True)
+
+
+def make_backups_immutable(env: Env) -> None:
+    """A person protected the copies in the backup namespace (kubectl patch ... immutable)."""
+    namespace = env.kube.get(resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
+    if namespace is None or namespace["metadata"].get("deletionTimestamp"):
+        return
+    for name in kyma.SOURCES:
+        path = configmap_path(kyma.BACKUP_NAMESPACE, name)
+        if env.kube.get(path) is not None:
+            env.kube.merge_patch(path, {"immutable": True}, retry_safe=True)
+
+
 def build(env: Env, state: State) -> None:
     install(env, mappings=state.mappings == "present")
+    if state.extra == "cr-edited":
+        edit_cr_config(env)
     if state.history != "none":
         for step in _expand(state.history):
             PRODUCERS[step](env)
@@ -447,6 +537,13 @@ def build(env: Env, state: State) -> None:
     elif state.backups == "terminating":
         _ensure_namespace(env, kyma.BACKUP_NAMESPACE)
         _delete(env, resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE))
+    # What else happened (issue 22).
+    if state.extra == "immutable-copy":
+        make_backups_immutable(env)
+    elif state.extra == "reconciler-upgrade":
+        reconciler_upgrade(env)
+    elif state.extra == "admission-deny":
+        env.deny_configmap_deletes()
 
 
 # -- what is true of a state ---------------------------------------------------------------------
@@ -515,6 +612,15 @@ def remedy(env: Env, run: Run) -> str | None:
                     path, {"metadata": {"labels": {kyma.BACKUP_LABEL: None}}}, retry_safe=True
                 )
         return "kubectl label ... made-by-"
+    if "admission control denies" in text:  # label them as the policy's message asks
+        for item in list(env.kube.list(configmap_path(KYMA))):
+            if item["metadata"]["name"] in kyma.SOURCES:
+                env.kube.merge_patch(
+                    configmap_path(KYMA, item["metadata"]["name"]),
+                    {"metadata": {"labels": {MAY_DELETE: "true"}}},
+                    retry_safe=True,
+                )
+        return "ConfigMaps labelled as the admission policy asks"
     if "rollout restart" in text:  # the chain runs again from the migrator
         return "operator Pod restarted"
     return None
@@ -591,7 +697,8 @@ def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
 def table(outcomes: list[Outcome]) -> str:
     from tests.support import reports
 
-    header = ["history", "cr", "sts", "configmaps", "backups", "sm", "1st", "2nd", "remedy"]
+    header = ["history", "cr", "sts", "configmaps", "backups", "sm", "extra", "1st", "2nd"]
+    header += ["remedy"]
     header += ["final", "config at the end"]
     rows = [
         [
@@ -601,6 +708,7 @@ def table(outcomes: list[Outcome]) -> str:
             o.state.configmaps,
             o.state.backups,
             o.state.mappings,
+            o.state.extra,
             o.codes(o.first),
             o.codes(o.second),
             "; ".join(o.remedies) or "-",
@@ -657,6 +765,17 @@ class MemoryEnv:
     def finalize_namespace(self, name: str) -> None:
         self.server.finalize_namespace(name)
 
+    def deny_configmap_deletes(self) -> None:
+        def rule(operation: str, key: Any, current: dict[str, Any] | None) -> str | None:
+            group, plural, namespace, _ = key
+            labels = ((current or {}).get("metadata") or {}).get("labels") or {}
+            guarded = (operation, group, plural, namespace) == ("DELETE", "", "configmaps", KYMA)
+            if guarded and MAY_DELETE not in labels:
+                return f"ConfigMaps in {KYMA} may only be deleted once labelled {MAY_DELETE}"
+            return None
+
+        self.server.admission.append(("guard-kyma-system-configmaps", rule))
+
     def versions(self) -> Any:
         return self.server.versions()
 
@@ -695,8 +814,33 @@ class ClusterEnv:
     def finalize_namespace(self, name: str) -> None:
         self.cluster.finalize_namespace(name)
 
+    policy: list[dict[str, Any]] | None = None
+
+    def deny_configmap_deletes(self) -> None:
+        from tests.support import admission
+
+        self.policy = admission.configmap_deletes_unless_labelled(KYMA)
+        self.cluster.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": PROBE, "namespace": KYMA},
+                }
+            ]
+        )
+        admission.apply_and_wait(self.cluster, self.policy, self._probe)
+
+    def _probe(self) -> None:
+        self.kube.delete(configmap_path(KYMA, PROBE), dry_run=True)
+
     def reset(self, state: State) -> None:
         """Nothing of an earlier state left; the ServiceMapping CRD only where wanted."""
+        if self.policy is not None:
+            from tests.support import admission
+
+            admission.remove_and_wait(self.cluster, self.policy, self._probe)
+            self.policy = None
         self.cluster.reset()
         crd = resource_path("apiextensions.k8s.io", "v1", "customresourcedefinitions", name=SM_CRD)
         if state.mappings == "absent" and self.kube.get(crd) is not None:

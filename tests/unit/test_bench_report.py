@@ -92,8 +92,8 @@ def test_the_report_of_a_full_run() -> None:
     assert "Images: `localhost/x/cp-migrator:test`, `localhost/x/cp-backup:test`" in text
     assert "### In the images (podman, timed inside the container)\n\n| step | image |" in text
     assert "- **cp-migrator** (8): get configmaps x2, patch connectivityproxies x6\n" in text
-    assert "\n**cp-cleaner: 66**\n\n- 1 x GET the CR" in text
-    assert "so its minimum is 65 + max(1, ⌈N/500⌉) + N." in text
+    assert "\n**cp-cleaner: 101**\n\n- 1 x GET the CR" in text
+    assert "so its minimum is 100 + max(1, ⌈N/500⌉) + N." in text
     assert "median of 2 runs each.\n\n| N | runs |" in text
     assert "| apply -> operator container started (containerd) | 5.50 | 5.00-6.00 |" in text
     assert "(kubelet v1.35.4, containerd 1.7, runc 1.1, CNI bridge)" in text

@@ -201,3 +201,32 @@ def test_provide_cluster_info_carries_certificate_authority_data(
     ca = Path(admin["certificate-authority"]).read_bytes()
     assert base64.b64decode(given["certificate-authority-data"]) == ca
     assert "certificate-authority" not in given
+
+
+def test_a_refused_credential_is_fetched_again_once(cluster: Cluster, tmp_path: Path) -> None:
+    """As client-go: after a 401 the plugin runs again (a revoked token it had cached)."""
+    body = f"""
+        first = not os.path.exists({str(tmp_path / "seen")!r})
+        open({str(tmp_path / "seen")!r}, "w").close()
+        if first:
+            TOKEN = "revoked-token"
+        emit()
+    """
+    kubeconfig, calls = with_plugin(cluster, tmp_path, body)
+    result = chain.run_in_process(chain.STATUS, kubeconfig)
+    assert result.exit_code == 0, result.output
+    assert runs(calls) == 2
+    assert "refused the exec plugin's credential (401)" in result.output
+    assert "revoked-token" not in result.output
+
+
+def test_a_plugin_that_is_not_installed_is_exit_2_with_its_install_hint(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    hint = "kubelogin is not installed: see https://example.test/kubelogin"
+    kubeconfig, _ = with_plugin(
+        cluster, tmp_path, "emit()\n", command="cp-no-such-login-plugin", installHint=hint
+    )
+    result = chain.run_in_process(chain.STATUS, kubeconfig)
+    assert result.exit_code == 2, result.output
+    assert "cp-no-such-login-plugin" in result.output and hint in result.output

@@ -159,3 +159,23 @@ def test_a_field_taken_as_its_source_text_gives_no_warning() -> None:
     # The field was taken as its text (migrator.plan, where the CRD wants a string): no
     # surprise, so no warning (the migrator logs that it kept the text).
     assert yaml11_warnings(parse_yaml_document("ha: off\n", WHERE), taken={"ha": "off"}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("a: b\tc\n", "b\tc"),  # inside a plain value
+        ("a:\tb\n", "b"),  # separation after the colon
+        ("a: b\t# comment\n", "b"),  # before a comment
+        ("a: b\t\n", "b"),  # trailing
+        ("a: [b,\tc]\n", ["b", "c"]),  # in a flow sequence
+        ('a: "b\tc"\n', "b\tc"),  # quoted (PyYAML always took these)
+    ],
+)
+def test_tabs_inside_a_line_are_white_space_as_yaml_allows(text: str, value: object) -> None:
+    assert parse_yaml_mapping(text, "test") == {"a": value}
+
+
+def test_every_line_with_a_tab_in_its_indentation_is_named() -> None:
+    message = refusal("a:\n  b: 1\n\tc: 2\n  d: 3\n\te: 4\n")
+    assert "YAML forbids tabs for indentation; use spaces: line(s) 3, 5" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -176,6 +177,35 @@ def test_shared_mode_uses_the_secret_the_cluster_has(found: dict[str, bool], cho
     assert planning.reads(inputs(shared)) == planning.SERVICE_KEY_SECRETS
     result = planning.plan(inputs(shared, secrets_found=found))
     assert result.secret_name == chosen
+
+
+def test_prepared_inputs_are_chosen_and_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source is chosen and the user configuration parsed once; what comes after (the
+    Secrets to look up, the plan, the YAML 1.1 warnings) reads the prepared inputs."""
+    from migrator import config_yaml
+
+    calls: list[str] = []
+    parse, choose = config_yaml._parse, planning.choose_source
+
+    def counted_parse(*args: Any) -> Any:
+        calls.append("parse")
+        return parse(*args)
+
+    def counted_choice(given: planning.Inputs) -> planning.Source:
+        calls.append("choose_source")
+        return choose(given)
+
+    monkeypatch.setattr(config_yaml, "_parse", counted_parse)
+    monkeypatch.setattr(planning, "choose_source", counted_choice)
+    shared = USER_CONFIG.replace("tenantMode: dedicated", "tenantMode: shared")
+    prepared = planning.prepared(inputs(shared + "fileMode: 0755\n"))
+    assert prepared.source is not None and prepared.config is not None
+    assert planning.reads(prepared) == planning.SERVICE_KEY_SECRETS
+    found = dict.fromkeys(planning.SERVICE_KEY_SECRETS, True)
+    result = planning.plan(dataclasses.replace(prepared, secrets_found=found))
+    [warning] = config_yaml.yaml11_warnings(prepared.config, result.spec_after["config"])
+    assert "octal" in warning.message
+    assert calls == ["choose_source", "parse"]
 
 
 def test_shared_mode_refuses_a_missing_secret_naming_both_and_the_option() -> None:
