@@ -51,6 +51,14 @@ def backup_main(**params: Any) -> None:
     help="Restore from this preserved earlier copy (see cp-status) instead of the backup "
     "of the same ConfigMap; may be given for each of the two.",
 )
+@click.option(
+    "--cr-values",
+    "cr_values",
+    is_flag=True,
+    help="Show the values a person had set in the CR's spec.config that the migration "
+    "replaced (kept in ConfigMap connectivity-proxy-backup/connectivity-proxy-cr-before-"
+    "migration), against the CR now; with --force, put them back into the CR.",
+)
 def restore_main(**params: Any) -> None:
     """Restore the legacy Connectivity Proxy configuration from its backup.
 
@@ -60,6 +68,7 @@ def restore_main(**params: Any) -> None:
     """
     force = params.pop("force")
     from_preserved = tuple(params.pop("from_preserved"))
+    cr_values = params.pop("cr_values")
     options = options_from(params)
 
     def body(run: Run) -> None:
@@ -68,9 +77,14 @@ def restore_main(**params: Any) -> None:
 
         outcome = restore(
             connect(options, run),
-            Settings(dry_run=options.dry_run, force=force, from_preserved=from_preserved),
+            Settings(
+                dry_run=options.dry_run,
+                force=force,
+                from_preserved=from_preserved,
+                cr_values=cr_values,
+            ),
         )
-        if outcome.diff and options.dry_run:
+        if outcome.diff and (options.dry_run or cr_values):
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
         run.summary = outcome.summary

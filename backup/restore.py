@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from backup import plan as planning
 from backup.core import Outcome
-from common import kyma
+from common import backups, diff, kyma
 from common.backups import content_digest
 from common.cluster.client import Kube, configmap_path
+from common.cr import CR_PATH, get_cr
 from common.errors import RefusedError, RetryableError
 from common.logs import fields
 from common.retry import replan_on_conflict
@@ -23,6 +25,8 @@ class Settings:
     force: bool = False
     # Preserved copies (names in the backup namespace) to restore instead of the backups.
     from_preserved: tuple[str, ...] = ()
+    # The CR's own values the migration replaced: shown, and with force put back.
+    cr_values: bool = False
 
 
 def restore(kube: Kube, settings: Settings) -> Outcome:
@@ -34,6 +38,8 @@ def restore(kube: Kube, settings: Settings) -> Outcome:
 
 
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
+    if settings.cr_values:
+        return _cr_values(kube, settings)
     found = {name: kube.get(configmap_path(kyma.BACKUP_NAMESPACE, name)) for name in kyma.SOURCES}
     for copy_name in settings.from_preserved:
         copy = kube.get(configmap_path(kyma.BACKUP_NAMESPACE, copy_name))
@@ -87,3 +93,65 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         diff=rendered,
         changed=True,
     )
+
+
+def _cr_values(kube: Kube, settings: Settings) -> Outcome:
+    """The values of the CR's spec.config that the migration replaced (cp-migrator kept them,
+    verified): shown against the CR now; with --force (not --dry-run) merged back into it,
+    under the CR's resourceVersion."""
+    ref = kyma.ref(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP)
+    record = kube.get(configmap_path(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP))
+    if record is None:
+        raise RefusedError(
+            f"there is no ConfigMap {ref}: the migration replaced none of the values set in "
+            f"ConnectivityProxy {kyma.CR_REF} (or it ran before cp-migrator kept them)"
+        )
+    problem = backups.cr_values_problem(record)
+    if problem:
+        raise RefusedError(f"ConfigMap {ref} cannot be trusted: {problem}")
+    values = backups.cr_values_of(record)
+    cr = get_cr(kube)
+    if cr is None:
+        raise RetryableError(f"ConnectivityProxy {kyma.CR_REF} does not exist")
+    now_config = (cr.get("spec") or {}).get("config") or {}
+    rendered = diff.unified(
+        {"spec": {"config": _at_paths(now_config, values)}},
+        {"spec": {"config": values}},
+        f"{kyma.CR_REF} (now)",
+        f"{kyma.CR_REF} (before the migration, from {ref})",
+    )
+    if not settings.force or settings.dry_run:
+        what = "would put them back" if settings.dry_run and settings.force else "--force puts"
+        return Outcome(
+            summary=f"the CR's values from before the migration, kept in {ref}; {what} "
+            "them back into the CR"
+            if rendered
+            else f"the CR already holds the values kept in {ref}; nothing to put back",
+            diff=rendered,
+        )
+    patch = {
+        "metadata": {"resourceVersion": cr["metadata"]["resourceVersion"]},
+        "spec": {"config": values},
+    }
+    kube.merge_patch(CR_PATH, patch, retry_safe=True, fieldValidation="Strict")
+    log.info("put the CR's values from before the migration back", extra=fields(object=ref))
+    return Outcome(
+        summary=f"put the values kept in {ref} back into ConnectivityProxy {kyma.CR_REF}",
+        diff=rendered,
+        changed=True,
+    )
+
+
+def _at_paths(tree: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    """The parts of `tree` at the leaf paths of `shape` (absent ones left out)."""
+    found: dict[str, Any] = {}
+    for key, value in shape.items():
+        if key not in tree:
+            continue
+        if isinstance(value, dict) and isinstance(tree[key], dict):
+            inner = _at_paths(tree[key], value)
+            if inner:
+                found[key] = inner
+        else:
+            found[key] = tree[key]
+    return found

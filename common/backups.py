@@ -155,3 +155,51 @@ def content_digest(configmap: dict[str, Any]) -> str:
         ensure_ascii=False,
     )
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# -- the CR's own values a migration replaced (cp-migrator writes, cp-restore reads) ---------
+
+
+PLACEHOLDER = "auto-provision"  # what the module's default CR holds until it knows a value
+
+
+def cr_values_record(values: dict[str, Any], cr: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """The ConfigMap that keeps `values` (nested, as under spec.config) of the CR `cr`."""
+    import yaml
+
+    meta = cr.get("metadata") or {}
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": kyma.CR_VALUES_CONFIGMAP,
+            "namespace": kyma.BACKUP_NAMESPACE,
+            "labels": {kyma.BACKUP_LABEL: kyma.CR_VALUES_LABEL_VALUE},
+            "annotations": {
+                kyma.SOURCE_NAMESPACE_ANNOTATION: kyma.NAMESPACE,
+                kyma.SOURCE_NAME_ANNOTATION: kyma.CR_NAME,
+                kyma.SOURCE_UID_ANNOTATION: str(meta.get("uid", "")),
+                kyma.SOURCE_RESOURCE_VERSION_ANNOTATION: str(meta.get("resourceVersion", "")),
+                kyma.BACKUP_TIME_ANNOTATION: now,
+            },
+        },
+        "data": {kyma.CR_VALUES_KEY: yaml.safe_dump(values, sort_keys=True)},
+    }
+    body["metadata"]["annotations"][kyma.BACKUP_DIGEST_ANNOTATION] = content_digest(body)
+    return body
+
+
+def cr_values_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a record of the CR's values cannot be trusted, or None."""
+    labels = (record.get("metadata") or {}).get("labels") or {}
+    if labels.get(kyma.BACKUP_LABEL) != kyma.CR_VALUES_LABEL_VALUE:
+        return f"it was not made by cp-migrator (no label {kyma.BACKUP_LABEL}=cp-migrator)"
+    return digest_problem(dict(record))
+
+
+def cr_values_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    import yaml
+
+    text = (record.get("data") or {}).get(kyma.CR_VALUES_KEY) or "{}"
+    found = yaml.safe_load(text)
+    return found if isinstance(found, dict) else {}

@@ -79,6 +79,11 @@ BACKUP_ANNOTATIONS = (
     BACKUP_TIME_ANNOTATION,
     BACKUP_DIGEST_ANNOTATION,
 )
+# The values a person had set in the CR's spec.config that the migration replaced (issue 22),
+# kept by cp-migrator in the backup namespace before it writes the CR; cp-restore --cr-values.
+CR_VALUES_CONFIGMAP = f"{COMPONENT}-cr-before-migration"
+CR_VALUES_KEY = "spec.config.yaml"  # the replaced values, as YAML under their spec.config paths
+CR_VALUES_LABEL_VALUE = "cp-migrator"  # of BACKUP_LABEL
 # A copy in the backup namespace that cp-backup did not make (the original backup.sh, a person)
 # is never overwritten or deleted: it is kept under another name, marked as such.
 PRESERVED_LABEL = _backup_key("preserved-copy-of")  # value: the source name

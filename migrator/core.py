@@ -94,12 +94,16 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         f"{cr_name} (now)",
         f"{cr_name} (migrated)",
     )
+    replaced = planning.replaced_values(plan)
+    record_ref = kyma.ref(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP)
     if settings.dry_run:
+        keeps = f", keeping the values it replaces in ConfigMap {record_ref}" if replaced else ""
         return Outcome(
             summary=f"dry run: would change {len(plan.changes)} field(s) of {cr_name} and mark it "
-            "migrated",
+            f"migrated{keeps}",
             diff=rendered,
         )
+    kept = _keep_cr_values(kube, replaced, found.cr) if replaced else ""
 
     updated = kube.merge_patch(CR_PATH, plan.patch, retry_safe=True, fieldValidation="Strict")
     log.info(
@@ -116,7 +120,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         updated,
         "Migrated",
         f"cp-migrator moved the legacy configuration into the CR {origin} "
-        f"({len(plan.changes)} field(s))",
+        f"({len(plan.changes)} field(s)){kept}",
         "cp-migrator",
     )
     return Outcome(
@@ -124,6 +128,78 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         diff=rendered,
         changed=True,
     )
+
+
+def _keep_cr_values(kube: Kube, values: dict[str, Any], cr: dict[str, Any]) -> str:
+    """Before the CR is written: keep the values of its spec.config that the migration replaces
+    (a person set them) in the backup namespace, read back and verified. A record kept by an
+    earlier run stays: it holds the values from before the first migration. Returns the words
+    the Event adds."""
+    import datetime
+
+    ref = kyma.ref(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = backups.cr_values_record(values, cr, now)
+    path = configmap_path(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP)
+    existing = kube.get(path)
+    if existing is None:
+        stored = _create_record(kube, record, ref)
+        problem = "it is missing" if stored is None else backups.cr_values_problem(stored)
+        if problem:
+            raise RetryableError(
+                f"ConfigMap {ref}, which keeps the CR's values the migration replaces, does not "
+                f"verify after writing it ({problem}); the CR is unchanged"
+            )
+        verb = "kept"
+    else:
+        verb = "already kept (an earlier run's record stays)"
+    paths = sorted(".".join(("spec.config", *p)) for p in _paths(values))
+    log.warning(
+        f"the migration replaces {len(paths)} value(s) set in the CR before it; {verb} in "
+        f"ConfigMap {ref} (cp-restore --cr-values shows them and puts them back on request)",
+        extra=fields(object=ref, fields=", ".join(paths)),
+    )
+    return f"; the {len(paths)} value(s) it replaced are kept in ConfigMap {ref}"
+
+
+def _create_record(kube: Kube, record: dict[str, Any], ref: str) -> dict[str, Any] | None:
+    """Create the record; the answer is the object as stored (verified without another read).
+    deploy/ creates the backup namespace; when it is absent it is created here, given the
+    permission (as cp-backup does)."""
+    collection = configmap_path(kyma.BACKUP_NAMESPACE)
+    for attempt in (1, 2):
+        try:
+            return kube.create(collection, record)
+        except ApiError as err:
+            if err.status == 409:
+                return kube.get(configmap_path(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP))
+            if err.status == 403 and "being terminated" in err.api_message:
+                raise RetryableError(
+                    f"namespace {kyma.BACKUP_NAMESPACE} is being deleted (Terminating), so the "
+                    f"CR's values the migration replaces cannot be kept in {ref} yet; the CR is "
+                    "unchanged, and a later run goes on once it is gone"
+                ) from err
+            if err.status != 404 or attempt == 2:
+                raise
+        try:
+            kube.create(
+                resource_path("", "v1", "namespaces"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": kyma.BACKUP_NAMESPACE},
+                },
+            )
+        except ApiError as err:
+            if err.status != 409:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _paths(tree: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(tree, dict) and tree:
+        return [p for key, value in tree.items() for p in _paths(value, (*prefix, str(key)))]
+    return [prefix]
 
 
 def _drift(kube: Kube, cr: dict[str, Any]) -> str:

@@ -453,6 +453,21 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
     )
 
 
+def replaced_values(plan: Plan) -> dict[str, Any]:
+    """The values of the CR's spec.config that the migration replaces with different ones, as
+    they were (nested under their spec.config paths): what a person set there before the
+    migration. The module's placeholder (`auto-provision`) is no one's value."""
+    found: dict[str, Any] = {}
+    prefix = "spec.config."
+    for change in plan.changes:
+        if not change.path.startswith(prefix) or change.old is MISSING:
+            continue
+        if change.old == backups.PLACEHOLDER or change.new is MISSING:
+            continue
+        _set(found, tuple(change.path[len(prefix) :].split(".")), copy.deepcopy(change.old))
+    return found
+
+
 def orphaned_value(inputs: Inputs) -> str:
     """The value of ORPHANED_ANNOTATION: the legacy ConfigMaps that were left alone."""
     return ",".join(

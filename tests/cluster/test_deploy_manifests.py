@@ -107,12 +107,14 @@ def test_rbac_is_least_privilege() -> None:
         for verb in rule["verbs"]
     }
     assert secret_verbs == {"get", "delete"}
-    # Only the backup writes backups; the cleaner only lists them, the migrator only reads them
-    # (by name: a CR created again after the migration is migrated from them).
+    # Only the backup writes backups (and deletes only an immutable one it replaces); the
+    # cleaner only lists them; the migrator reads them by name (a CR created again after the
+    # migration is migrated from them) and creates one record of its own: the CR's values a
+    # person set that the migration replaces (issue 22).
     expected_in_backup_namespace = {
-        "cp-migration-backup": {"list", "update", "create"},
+        "cp-migration-backup": {"list", "update", "create", "delete"},
         "cp-migration-cleaner": {"list"},
-        "cp-migration-migrator": {"get"},
+        "cp-migration-migrator": {"get", "create"},
     }
     for role in by_kind("Role"):
         if role["metadata"]["namespace"] == "connectivity-proxy-backup":

@@ -43,6 +43,7 @@ STALE_BACKUP = "stale-backup"
 CR_ABSENT = "cr-absent"
 RECREATED_CR = "recreated-cr"
 IMMUTABLE_BACKUP = "immutable-backup"
+CR_EDITED = "cr-edited"
 # A step that refuses (exit 3), after a run that refused the same way: its Warning Event is
 # read and its count patched (README "Fleet view").
 BLOCKED = "blocked"
@@ -58,6 +59,9 @@ SCENARIOS: dict[tuple[str, ...], str] = {
     ("backup", "update", "configmaps"): STALE_BACKUP,
     # A stale backup a person made immutable is replaced: deleted, then created again.
     ("backup", "delete", "configmaps"): IMMUTABLE_BACKUP,
+    # A person set values in the CR before the migration: the migrator keeps them first.
+    ("migrator", "create", "configmaps"): CR_EDITED,
+    ("migrator", "get", "configmaps", kyma.CR_VALUES_CONFIGMAP): CR_EDITED,
     # The ConnectivityProxy CRD is read only to tell "no CRD" from "no CR" when the CR is absent.
     ("backup", "get", "customresourcedefinitions"): CR_ABSENT,
     (
@@ -420,6 +424,17 @@ class Lab:
             self._user_configuration(shared_mode_config() if shared else None)
             if shared:
                 self.cluster.apply([copy.deepcopy(SERVICE_KEY_SECRET)])
+            if scenario == CR_EDITED:
+                self.cluster.kube.delete(
+                    resource_path(
+                        "", "v1", "configmaps", kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP
+                    )
+                )
+                self.cluster.kube.merge_patch(
+                    CR_PATH,
+                    {"spec": {"config": {"highAvailabilityMode": "subdomain"}}},
+                    retry_safe=True,
+                )
             if scenario == BLOCKED:
                 # Shared tenant mode without its service-key Secret, refused once already.
                 self._user_configuration(shared_mode_config())

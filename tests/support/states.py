@@ -641,6 +641,28 @@ class Outcome:
         return " ".join(str(r.exit_code) for r in runs) + " -" * (3 - len(runs))
 
 
+def persons_values_problems(env: Env, state: State, final: list[Run]) -> list[str]:
+    """A person's values in the CR that our migrator replaced are kept (issue 22): where ours
+    migrated the edited CR (in the history, or in the chain from a kept CR), the CR still
+    holds them or the record in the backup namespace does."""
+    ours_replaced = "ours:M" in state.history or (state.history == "none" and state.cr == "kept")
+    if state.extra != "cr-edited" or not ours_replaced or final[-1].exit_code != 0:
+        return []
+    wanted = PERSONS_CR_CONFIG["highAvailabilityMode"]
+    cr = env.kube.get(CR_PATH)
+    if (
+        cr is not None
+        and ((cr.get("spec") or {}).get("config") or {}).get("highAvailabilityMode") == wanted
+    ):
+        return []
+    record = env.kube.get(configmap_path(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP))
+    if record is None or backups.cr_values_problem(record) is not None:
+        return ["the values a person set in the CR were replaced and not kept"]
+    if backups.cr_values_of(record).get("highAvailabilityMode") != wanted:
+        return [f"the record of the CR's values lacks highAvailabilityMode={wanted}"]
+    return []
+
+
 def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
     """Run the chain twice from `state`; then, while it does not end in exit 0, carry out the
     remedy its message names and run it again. Check what must hold on the way."""
@@ -678,6 +700,7 @@ def converge(env: Env, state: State, versions: Callable[[], Any]) -> Outcome:
                 problems.append(f"{run.step} exit {run.exit_code}")
     if start.safe() and not end.safe():
         problems.append(f"the configuration was lost: it was in {start.places}, now {end.places}")
+    problems += persons_values_problems(env, state, final)
     annotations = cr_annotations(env)
     if annotations is not None and final[-1].exit_code == 0:
         migrated = annotations.get(kyma.ANNOTATION_MIGRATED) == "true"
