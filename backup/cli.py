@@ -29,8 +29,11 @@ def backup_main(**params: Any) -> None:
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        run.summary, run.attention = outcome.summary, outcome.attention
 
-    run_step(Run("backup"), options, body)
+    from common import record
+
+    run_step(record.attach(Run("backup"), dry_run=options.dry_run), options, body)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES)
@@ -84,5 +87,8 @@ def restore_main(**params: Any) -> None:
         if outcome.diff and (options.dry_run or cr_values):
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        run.summary = outcome.summary
 
-    run_step(Run("restore"), options, body)
+    from common import record
+
+    run_step(record.attach(Run("restore"), dry_run=options.dry_run), options, body)

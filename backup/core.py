@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from backup import plan as planning
-from common import backups, kyma
+from common import backups, kyma, reasons
 from common.cluster.client import Kube, configmap_path, resource_path
 from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
 from common.errors import ApiError, RefusedError, RejectedWrite, RetryableError, StaleView
@@ -29,6 +30,8 @@ class Outcome:
     summary: str
     diff: str = ""
     changed: bool = False
+    # Done, and yet a person should look: the reason code (common.reasons), else None.
+    attention: str | None = None
 
 
 class StaleBackup(StaleView):
@@ -68,7 +71,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         raise RetryableError(
             f"namespace {kyma.BACKUP_NAMESPACE} is being deleted (Terminating; finalizers: "
             f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
-            "creates it again"
+            "creates it again",
+            reason=reasons.BACKUP_NAMESPACE_TERMINATING,
         )
     # One LIST of the (small) backup namespace: the backups, and the copies kept of backups
     # another tool made (their names derive from their content, so they are not read by name).
@@ -99,7 +103,10 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     plan = planning.plan_backup(inputs)
     if not plan.writes and not plan.create_namespace and not plan.needs_mark(cr):
         log.info("already backed up and verified; nothing to do", extra=fields(object=kyma.CR_REF))
-        return Outcome(summary=f"nothing to do: {kyma.CR_REF} is already backed up")
+        return Outcome(
+            summary=f"nothing to do: {kyma.CR_REF} is already backed up" + _missing(plan),
+            attention=_incomplete(plan, found),
+        )
     if is_marked(cr, kyma.ANNOTATION_BACKED_UP):
         log.info(
             "marked backed up, but the backups are not all verified copies of ours; backing up",
@@ -167,10 +174,27 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     )
     copied = len(plan.expected_digests)
     message = f"cp-backup keeps a verified copy of {copied} ConfigMap(s) in {kyma.BACKUP_NAMESPACE}"
-    if plan.missing:
-        message += f"; missing from {kyma.NAMESPACE}: {', '.join(plan.missing)}"
+    message += _missing(plan)
     record_event(kube, marked, "BackedUp", message, "cp-backup")
-    return Outcome(summary=message, diff=rendered, changed=True)
+    return Outcome(
+        summary=message,
+        diff=rendered,
+        changed=True,
+        attention=_incomplete(plan, found),
+    )
+
+
+def _incomplete(plan: planning.BackupPlan, found: dict[str, dict[str, Any] | None]) -> str | None:
+    """Done, and yet a person should look: a source is missing and no copy of it is kept (a
+    source the cleaner removed after it was backed up has its copy)."""
+    lost = [name for name in plan.missing if found.get(name) is None]
+    return reasons.BACKUP_INCOMPLETE if lost else None
+
+
+def _missing(plan: planning.BackupPlan) -> str:
+    if not plan.missing:
+        return ""
+    return f"; missing from {kyma.NAMESPACE}: {', '.join(plan.missing)}"
 
 
 def _replace(kube: Kube, action: planning.Action) -> None:

@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, diff, kyma
+from common import backups, diff, kyma, reasons
 from common.backups import content_digest
 from common.cr import is_marked
 from common.errors import RefusedError
@@ -321,6 +321,7 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             f"ConnectivityProxy {kyma.CR_REF}, so the CR does not hold it; "
             "nothing was changed. " + backups.remigrate_remedy(all(restorable)),
             details=drifted,
+            reason=reasons.CONFIG_CHANGED_AFTER_MIGRATION,
         )
     return BackupPlan(
         create_namespace=not inputs.namespace_exists,
@@ -400,11 +401,16 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         and (problem := restore_problem(backup, name))
     ]
     if corrupt:
-        raise RefusedError("refusing to restore: a backup cannot be trusted", details=corrupt)
+        raise RefusedError(
+            "refusing to restore: a backup cannot be trusted",
+            details=corrupt,
+            reason=reasons.BACKUP_UNTRUSTED,
+        )
     if all(inputs.backups.get(name) is None for name in kyma.SOURCES):
         raise RefusedError(
             f"there is no backup in namespace {kyma.BACKUP_NAMESPACE} "
-            f"(looked for {', '.join(kyma.SOURCES)}); nothing to restore"
+            f"(looked for {', '.join(kyma.SOURCES)}); nothing to restore",
+            reason=reasons.NO_BACKUP,
         )
     actions: list[Action] = []
     conflicts: list[str] = []
@@ -446,6 +452,7 @@ def plan_restore(inputs: RestoreInputs) -> list[Action]:
         raise RefusedError(
             "refusing to restore: the ConfigMaps below exist and differ from their backups; "
             "nothing was changed. Review the difference and run again with --force to "
-            "overwrite them with the backup\n" + "\n".join(conflicts).rstrip("\n")
+            "overwrite them with the backup\n" + "\n".join(conflicts).rstrip("\n"),
+            reason=reasons.RESTORE_CONFLICT,
         )
     return actions

@@ -32,7 +32,10 @@ def main(**params: Any) -> None:
         if outcome.report:
             click.echo(outcome.report, nl=False)
         click.echo(outcome.summary)
+        run.summary = outcome.summary
         if outcome.refusal is not None:
             raise outcome.refusal
 
-    run_step(Run("cleaner"), options, body)
+    from common import record
+
+    run_step(record.attach(Run("cleaner"), dry_run=options.dry_run), options, body)

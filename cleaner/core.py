@@ -21,7 +21,7 @@ from typing import Any
 
 from cleaner import access, observe, progress
 from cleaner import plan as planning
-from common import kyma
+from common import kyma, reasons
 from common.cluster.client import MERGE_PATCH, METADATA_ONLY, Kube, resource_path
 from common.cr import crd_exists, get_cr, is_marked, mark, record_event, skip_reason
 from common.errors import ApiError, CpError, RefusedError, RejectedWrite, RetryableError, StaleView
@@ -91,7 +91,7 @@ def clean(kube: Kube, settings: Settings, ledger: progress.Ledger | None = None)
         return Outcome(summary=f"nothing to do: {skip}")
     refusal = planning.refusal_before_backup(cr)
     if refusal:
-        raise RefusedError(refusal)
+        raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
     if not settings.dry_run:
         # Until the phases start (after observing), what a signal leaves undone is all of it.
         ledger.fulfil(STEP_TODO)
@@ -145,10 +145,13 @@ def _attempt(
         refusal = RetryableError(
             f"not cleaning {kyma.CR_REF} yet: nothing was deleted",
             details=plan.waits + plan.refusals,
+            reason=reasons.CLEANUP_WAITING,
         )
     elif plan.refusals:
         refusal = RefusedError(
-            f"refusing to clean {kyma.CR_REF}: nothing was deleted", details=plan.refusals
+            f"refusing to clean {kyma.CR_REF}: nothing was deleted",
+            details=plan.refusals,
+            reason=reasons.CLEANUP_REFUSED,
         )
 
     if settings.dry_run:
@@ -217,6 +220,7 @@ def _check_access(kube: Kube, plan: planning.Plan, pool: Executor) -> None:
             f"missing permission for {len(verdict.denied)} planned write(s); nothing was "
             "changed. Grant them (see deploy/rbac.yaml), then run again",
             details=[str(write) for write in verdict.denied],
+            reason=reasons.FORBIDDEN,
         )
 
 
@@ -405,7 +409,7 @@ def _mark(kube: Kube, cr: dict[str, Any]) -> dict[str, Any]:
                 return found
             refusal = planning.refusal_before_backup(found)
             if refusal:
-                raise RefusedError(refusal)
+                raise RefusedError(refusal, reason=reasons.NOT_BACKED_UP)
             current = found
         read.append(current)
         marked = mark(kube, current, {kyma.ANNOTATION_CLEANED: "true"})

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, kyma, legacy
+from common import backups, kyma, legacy, reasons
 from common.cr import is_marked
 from common.errors import RefusedError
 
@@ -232,7 +232,8 @@ def not_migrated(cr: Mapping[str, Any], statefulset: Mapping[str, Any] | None) -
         raise RefusedError(
             f"{legacy.describe(statefulset)}, but ConnectivityProxy {cr_name} is not migrated "
             f"(no {kyma.ANNOTATION_MIGRATED}); nothing was deleted. Run cp-migrator and "
-            f"cp-backup first: {backups.RESTART_CHAIN}"
+            f"cp-backup first: {backups.RESTART_CHAIN}",
+            reason=reasons.NOT_MIGRATED,
         )
     return f"{cr_name} is not migrated and no legacy installation runs; nothing to clean"
 

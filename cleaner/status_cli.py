@@ -56,8 +56,13 @@ def main(**params: Any) -> None:
                 "check the kubeconfig's identity and its permissions"
             )
 
+    from common import record
+
     run_step(
-        Run("status"), options, body, remains="the status (cp-status only reads; nothing changed)"
+        record.attach(Run("status"), record_on_cr=False),
+        options,
+        body,
+        remains="the status (cp-status only reads; nothing changed)",
     )
 
 

@@ -178,6 +178,8 @@ def connect(options: Options, run: Run) -> Kube:
     connection = resolve(options.kubeconfig, options.context)
     run.log.info("cluster: %s", connection.describe())
     run.kube = Kube(connection, user_agent=run.user_agent, stop=run.stop)
+    for path in run.keep:
+        run.kube.keep(path)
     return run.kube
 
 

@@ -80,14 +80,13 @@ def mark(kube: Kube, cr: dict[str, Any], values: Mapping[str, str | None]) -> di
     return kube.merge_patch(CR_PATH, patch, retry_safe=True)
 
 
-def record_event(
-    kube: Kube, obj: dict[str, Any], reason: str, message: str, component: str
-) -> None:
-    """A Normal Event on `obj`; best effort: a failure is logged, never raised."""
+def event_body(
+    obj: dict[str, Any], reason: str, message: str, component: str, *, kind: str, now: str
+) -> dict[str, Any]:
+    """A core v1 Event about `obj` (count 1), as kubectl describe lists it."""
     meta = obj["metadata"]
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     namespace = meta.get("namespace") or "default"
-    event = {
+    return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
@@ -101,7 +100,7 @@ def record_event(
         },
         "reason": reason,
         "message": message,
-        "type": "Normal",
+        "type": kind,
         "source": {"component": component},
         "reportingComponent": component,
         "reportingInstance": component,
@@ -109,6 +108,15 @@ def record_event(
         "lastTimestamp": now,
         "count": 1,
     }
+
+
+def record_event(
+    kube: Kube, obj: dict[str, Any], reason: str, message: str, component: str
+) -> None:
+    """A Normal Event on `obj`; best effort: a failure is logged, never raised."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = event_body(obj, reason, message, component, kind="Normal", now=now)
+    namespace = event["metadata"]["namespace"]
     try:
         kube.request("POST", resource_path("", "v1", "events", namespace), body=event)
     except Exception as err:  # best effort means best effort: never fail the run over it

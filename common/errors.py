@@ -5,18 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from common import reasons
+
 EXIT_OK, EXIT_RETRY, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 class CpError(Exception):
-    """Base of every error the tools raise on purpose; carries its exit code."""
+    """Base of every error the tools raise on purpose; carries its exit code, and the stable
+    CamelCase code of why (`reason`, README "Fleet view") the record on the CR shows."""
 
     exit_code = EXIT_RETRY
+    reason = reasons.RETRYABLE_FAILURE
 
-    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: list[str] | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        if reason is not None:
+            self.reason = reason
 
     def __str__(self) -> str:
         return "\n".join([self.message, *(f"  - {line}" for line in self.details)])
@@ -30,23 +38,31 @@ class UsageError(CpError):
     """The command line or its environment variables are wrong."""
 
     exit_code = EXIT_USAGE
+    reason = reasons.INVALID_USAGE
 
 
 class RefusedError(CpError):
     """The input is invalid or acting on it would be unsafe; nothing was changed."""
 
     exit_code = EXIT_REFUSED
+    reason = reasons.REFUSED
 
 
 class ApiError(RetryableError):
-    """The apiserver answered a request with an error status (`body`: its Status object)."""
+    """The apiserver answered a request with an error status (`body`: its Status object;
+    `status_reason`: its reason, e.g. Forbidden)."""
 
     def __init__(
         self, method: str, path: str, status: int, reason: str, message: str, body: dict[str, Any]
     ) -> None:
         super().__init__(f"{method} {path}: {status} {reason}: {message}")
-        self.method, self.path, self.status, self.reason = method, path, status, reason
+        self.method, self.path, self.status, self.status_reason = method, path, status, reason
         self.api_message, self.body = message, body
+        self.reason = _API_REASONS.get(status, reasons.APISERVER_ERROR)
+
+
+# The record's reason for an apiserver's error answer, by HTTP status.
+_API_REASONS = {401: reasons.UNAUTHORIZED, 403: reasons.FORBIDDEN, 409: reasons.CONFLICT}
 
 
 class RejectedWrite(ApiError):
@@ -95,6 +111,10 @@ class RejectedWrite(ApiError):
 class ConnectionFailed(RetryableError):
     """No answer from the apiserver (refused, reset, timed out) within the retry budget."""
 
+    reason = reasons.APISERVER_UNREACHABLE
+
 
 class StaleView(RetryableError):
     """What a step observed changed before it could act on it; observe and plan again."""
+
+    reason = reasons.CONFLICT

@@ -35,6 +35,20 @@ ANNOTATION_CLEANED = f"{GROUP}/cleaned"
 ANNOTATION_CLEANED_OLD = f"{GROUP}/cleaned-up"  # an earlier spelling; counts as done
 # Set by the migrator when legacy ConfigMaps remain without a legacy installation.
 ANNOTATION_ORPHANED = f"{GROUP}/orphaned-legacy-config"
+# The record of where the chain stands and why (common.record, README "Fleet view"): one
+# annotation per field, so that kube-state-metrics reads each with one path.
+ANNOTATION_STEP = f"{GROUP}/migration-step"
+ANNOTATION_RESULT = f"{GROUP}/migration-result"
+ANNOTATION_REASON = f"{GROUP}/migration-reason"
+ANNOTATION_MESSAGE = f"{GROUP}/migration-message"
+ANNOTATION_SINCE = f"{GROUP}/migration-since"
+RECORD_ANNOTATIONS = (
+    ANNOTATION_STEP,
+    ANNOTATION_RESULT,
+    ANNOTATION_REASON,
+    ANNOTATION_MESSAGE,
+    ANNOTATION_SINCE,
+)
 # Next to backed-up: the sources that did not exist.
 MISSING_SOURCES_ANNOTATION = f"{GROUP}/backup-missing"
 # With migrated: the content digest of each source the configuration was migrated from, so

@@ -48,6 +48,13 @@ class Run:
     terminal: Any = None
     progress: Progress | None = None  # set by a step that tracks its work
     kube: Kube | None = None  # set once connected (None when connecting failed)
+    # Paths whose latest object the client remembers from its first request on (Kube.keep),
+    # for a step-end hook that compares with what the run last saw.
+    keep: list[str] = field(default_factory=list)
+    # What the run says it did (its summary line), and why a person should look although it
+    # succeeded (a reason code; None: nothing to look at). Set by the tool's body.
+    summary: str = ""
+    attention: str | None = None
     # Run at the end of the step with its outcome (see step_ended).
     at_end: list[Callable[[Run, Outcome], None]] = field(default_factory=list)
 

@@ -5,7 +5,8 @@
 - `common` imports no tool;
 - `common/cluster` imports nothing from common but common.errors, and names no Kyma object;
 - only the click layer (`cli.py`, `*_cli.py`) imports click;
-- common's modules are imported under their own names, everywhere (no `common.cr as crnames`).
+- common's modules are imported under their own names, everywhere (no `common.cr as crnames`);
+- hack/ (the dev environment, demos, benchmarks) imports nothing from tests/.
 
     python -m hack.layers [ROOT]    # exit 1 naming each violation
 """
@@ -114,6 +115,7 @@ def check(root: Path) -> list[str]:
                         f"{relative}:{number}: common/cluster names Kyma: {line.strip()}"
                     )
     problems += renamed_common_modules(root)
+    problems += hack_importing_tests(root)
     for name in graph:
         if name.rpartition(".")[2] == "plan":
             chain = _kubernetes_chain(name, graph)
@@ -143,6 +145,20 @@ def renamed_common_modules(root: Path) -> list[str]:
                             f"{path.relative_to(root)}:{node.lineno}: imports {target} as "
                             f"{alias}; common's modules keep their own names"
                         )
+    return found
+
+
+def hack_importing_tests(root: Path) -> list[str]:
+    """hack/ serves the tests, never the other way round: an import of tests/ from hack/."""
+    found = []
+    for path in sorted((root / "hack").rglob("*.py")):
+        name = module_name(root, path)
+        for each in imports(root, path):
+            if _within(each.target, "tests"):
+                found.append(
+                    f"{path.relative_to(root)}:{each.line}: {name} imports {each.target}; "
+                    "hack/ imports nothing from tests/"
+                )
     return found
 
 

@@ -51,5 +51,8 @@ def main(**params: Any) -> None:
         if outcome.diff and options.dry_run:
             click.echo(outcome.diff, nl=False)
         click.echo(outcome.summary)
+        run.summary, run.attention = outcome.summary, outcome.attention
 
-    run_step(Run("migrator"), options, body)
+    from common import record
+
+    run_step(record.attach(Run("migrator"), dry_run=options.dry_run), options, body)

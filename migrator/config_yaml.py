@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from common import reasons
 from common.errors import RefusedError
 
 if TYPE_CHECKING:
@@ -24,6 +25,12 @@ MAX_YAML_BYTES = 1024 * 1024
 # Nodes after alias expansion: real configurations have a few hundred; a YAML bomb has billions.
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 64
+
+
+class InvalidConfiguration(RefusedError):
+    """The user's configuration cannot be migrated as it is: a person fixes it."""
+
+    reason = reasons.INVALID_CONFIGURATION
 
 
 def parse_yaml_mapping(text: str, where: str) -> dict[str, Any]:
@@ -113,7 +120,7 @@ def parse_yaml_document(
     except RefusedError:
         raise
     except Exception as err:  # never a traceback: whatever the input, a refusal naming it
-        raise RefusedError(
+        raise InvalidConfiguration(
             f"{where}: the YAML cannot be read ({type(err).__name__}: {_clip(str(err))}); "
             "nothing was changed"
         ) from err
@@ -122,9 +129,11 @@ def parse_yaml_document(
 def _parse(text: str, where: str, text_at: Callable[[FieldPath], bool] | None) -> Parsed:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_YAML_BYTES:
-        raise RefusedError(f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed")
+        raise InvalidConfiguration(
+            f"{where}: {size} bytes of YAML, more than the {MAX_YAML_BYTES} allowed"
+        )
     if not text.strip():
-        raise RefusedError(f"{where}: the YAML document is empty")
+        raise InvalidConfiguration(f"{where}: the YAML document is empty")
     # Imported here: the cleaner and cp-status need only content_digest, and yaml costs
     # ~20 ms of their cold start.
     import yaml
@@ -137,25 +146,25 @@ def _parse(text: str, where: str, text_at: Callable[[FieldPath], bool] | None) -
         loader = _loader_class()(text)
         node = loader.get_single_node()
         if node is None:
-            raise RefusedError(f"{where}: the YAML document is empty")
+            raise InvalidConfiguration(f"{where}: the YAML document is empty")
         _check_nodes(node, where)
         if text_at is not None:
             _retag_as_text(node, (), text_at, as_text)
         data = loader.construct_document(node)
     except yaml.reader.ReaderError as err:
-        raise RefusedError(f"{where}: invalid YAML: {_describe_reader(err, text)}") from err
+        raise InvalidConfiguration(f"{where}: invalid YAML: {_describe_reader(err, text)}") from err
     except yaml.MarkedYAMLError as err:
-        raise RefusedError(f"{where}: invalid YAML: {_describe(err, text)}") from err
+        raise InvalidConfiguration(f"{where}: invalid YAML: {_describe(err, text)}") from err
     except yaml.YAMLError as err:
-        raise RefusedError(f"{where}: invalid YAML: {_clip(str(err))}") from err
+        raise InvalidConfiguration(f"{where}: invalid YAML: {_clip(str(err))}") from err
     finally:
         if loader is not None:
             loader.dispose()
     if data is None:
-        raise RefusedError(f"{where}: the YAML document is empty")
+        raise InvalidConfiguration(f"{where}: the YAML document is empty")
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
-        raise RefusedError(f"{where}: the YAML document is {kind}, not a mapping")
+        raise InvalidConfiguration(f"{where}: the YAML document is {kind}, not a mapping")
     _check_values(data, where, "")
     scalars: dict[str, Scalar] = {}
     _collect_scalars(node, data, (), scalars)
@@ -373,9 +382,11 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
         if key in sizes:
             return sizes[key]
         if key in in_progress:
-            raise RefusedError(f"{where}: a YAML alias refers to itself (line {_line(node)})")
+            raise InvalidConfiguration(
+                f"{where}: a YAML alias refers to itself (line {_line(node)})"
+            )
         if depth > MAX_DEPTH:
-            raise RefusedError(f"{where}: YAML nested deeper than {MAX_DEPTH} levels")
+            raise InvalidConfiguration(f"{where}: YAML nested deeper than {MAX_DEPTH} levels")
         in_progress.add(key)
         total = 1
         if isinstance(node, yaml.MappingNode):
@@ -391,7 +402,7 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
                     break
         in_progress.discard(key)
         if total > MAX_EXPANDED_NODES:
-            raise RefusedError(
+            raise InvalidConfiguration(
                 f"{where}: YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes "
                 "(an alias bomb?); refusing to expand it"
             )
@@ -409,7 +420,7 @@ def _check_duplicate_keys(node: yaml.MappingNode, where: str) -> None:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
             continue
         if key_node.value in seen:
-            raise RefusedError(
+            raise InvalidConfiguration(
                 f"{where}: duplicate key {key_node.value!r} at line {_line(key_node)} "
                 f"(first at line {seen[key_node.value]})"
             )
@@ -425,7 +436,7 @@ def _check_values(value: Any, where: str, path: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise RefusedError(
+                raise InvalidConfiguration(
                     f"{where}: key {key!r} at {path or '.'} is a {type(key).__name__}, not a "
                     "string (quote it)"
                 )
@@ -434,11 +445,13 @@ def _check_values(value: Any, where: str, path: str) -> None:
         for index, item in enumerate(value):
             _check_values(item, where, f"{path}[{index}]")
     elif value is None:
-        raise RefusedError(f"{where}: {path} has no value (null); set a value or remove the key")
+        raise InvalidConfiguration(
+            f"{where}: {path} has no value (null); set a value or remove the key"
+        )
     elif isinstance(value, float) and not math.isfinite(value):
-        raise RefusedError(f"{where}: {path} is {value}, which JSON cannot hold")
+        raise InvalidConfiguration(f"{where}: {path} is {value}, which JSON cannot hold")
     elif not isinstance(value, str | int | float | bool):
-        raise RefusedError(
+        raise InvalidConfiguration(
             f"{where}: {path} is a {type(value).__name__} ({value!r}); quote it to make it a string"
         )
 

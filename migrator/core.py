@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common import backups, diff, kyma, legacy, redact
+from common import backups, diff, kyma, legacy, reasons, redact
 from common.backups import content_digest
 from common.cluster.client import METADATA_ONLY, Kube, configmap_path, resource_path
 from common.cr import CR_PATH, CRD_PATH, MIGRATE_ORPHANED_HINT, get_cr, is_marked, record_event
@@ -41,6 +41,8 @@ class Outcome:
     summary: str
     diff: str = ""
     changed: bool = False
+    # Done, and yet a person should look: the reason code (common.reasons), else None.
+    attention: str | None = None
 
 
 def migrate(kube: Kube, settings: Settings) -> Outcome:
@@ -53,7 +55,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
     if cr is None:
         raise RetryableError(
             f"ConnectivityProxy {cr_name} does not exist yet (or its CRD is not installed); "
-            "the module creates it, so a later run will find it"
+            "the module creates it, so a later run will find it",
+            reason=reasons.NO_CUSTOM_RESOURCE,
         )
     if is_marked(cr, kyma.ANNOTATION_MIGRATED):
         log.info("already migrated; nothing to do", extra=fields(object=cr_name))
@@ -269,7 +272,8 @@ def _with_secrets(kube: Kube, inputs: planning.Inputs) -> planning.Inputs:
 
 def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) -> Outcome:
     """Legacy ConfigMaps without a legacy installation: they may be stale, so the CR is not
-    overwritten from them and the operator is not blocked; the CR says so, and an Event."""
+    overwritten from them and the operator is not blocked; the CR says so, and the run ends
+    with `attention` (its record and Warning Event: common.record)."""
     cr_name = kyma.CR_REF
     found = planning.orphaned_value(inputs)
     message = (
@@ -280,10 +284,15 @@ def _record_orphaned(kube: Kube, inputs: planning.Inputs, settings: Settings) ->
     log.warning(message, extra=fields(object=cr_name))
     patch = planning.orphaned_patch(inputs)
     if settings.dry_run or patch is None:
-        return Outcome(summary=f"nothing migrated: {message}")
-    marked = kube.merge_patch(CR_PATH, patch, retry_safe=True)
-    record_event(kube, marked, "OrphanedLegacyConfig", message, "cp-migrator")
-    return Outcome(summary=f"nothing migrated: {message}", changed=True)
+        return Outcome(
+            summary=f"nothing migrated: {message}", attention=reasons.ORPHANED_LEGACY_CONFIG
+        )
+    kube.merge_patch(CR_PATH, patch, retry_safe=True)
+    return Outcome(
+        summary=f"nothing migrated: {message}",
+        changed=True,
+        attention=reasons.ORPHANED_LEGACY_CONFIG,
+    )
 
 
 def _warn_yaml11(source: planning.Source, config: Parsed, spec_after: dict[str, Any]) -> None:
@@ -318,6 +327,7 @@ def _validate_on_server(kube: Kube, patch: dict[str, Any]) -> None:
             f"migrated configuration (from ConfigMap {planning.CONFIG_MAP} key "
             f"{planning.CONFIG_KEY}); the CR is unchanged",
             details=problems,
+            reason=reasons.INVALID_CONFIGURATION,
         ) from err
 
 

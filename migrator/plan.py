@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import backups, kyma, legacy
+from common import backups, kyma, legacy, reasons
 from common.backups import content_digest
 from common.cr import annotations_of
 from common.errors import RefusedError, RetryableError
-from migrator.config_yaml import FieldPath, Parsed, parse_yaml_document
+from migrator.config_yaml import FieldPath, InvalidConfiguration, Parsed, parse_yaml_document
 
 CONFIG_KEY = kyma.CONFIG_KEY
 CONFIG_NAME = kyma.CONFIGMAP
@@ -182,7 +182,8 @@ def choose_source(inputs: Inputs) -> Source:
                 f"{where}, which cannot be verified: {problem}. If its content is what you "
                 f"want, mark it as a copy made by hand: kubectl label configmap -n "
                 f"{kyma.BACKUP_NAMESPACE} {name} {kyma.BACKUP_LABEL}- ; the next run migrates "
-                "from it"
+                "from it",
+                reason=reasons.UNVERIFIED_BACKUP,
             )
         usable[name] = backup
     if CONFIG_NAME in usable:
@@ -229,7 +230,8 @@ def _from_legacy(inputs: Inputs) -> Source:
             "complete configuration to migrate; nothing was changed. The Kyma reconciler "
             "installs it again on its next reconciliation, and a later run migrates it then. If "
             "the legacy installation is gone for good, delete its StatefulSet "
-            f"({legacy.STATEFULSET_REF}); then there is nothing to migrate"
+            f"({legacy.STATEFULSET_REF}); then there is nothing to migrate",
+            reason=reasons.LEGACY_CONFIG_MISSING,
         )
     reason = running + (f"; from the backup: {', '.join(taken)}" if taken else "")
     return Source(FROM_LEGACY, reason, found[CONFIG_NAME], found[INFO_NAME])
@@ -243,16 +245,18 @@ def user_config(
     the plain scalars the YAML 1.1 warnings look at."""
     where = ref_of(config_map, CONFIG_MAP)
     if config_map is None:
-        raise RefusedError(f"ConfigMap {where} is missing: there is no configuration to migrate")
+        raise InvalidConfiguration(
+            f"ConfigMap {where} is missing: there is no configuration to migrate"
+        )
     data = config_map.get("data") or {}
     if CONFIG_KEY not in data:
         if CONFIG_KEY in (config_map.get("binaryData") or {}):
-            raise RefusedError(
+            raise InvalidConfiguration(
                 f"ConfigMap {where}: key {CONFIG_KEY} is under binaryData; "
                 "the legacy component reads it from data"
             )
         keys = ", ".join(sorted(data)) or "none"
-        raise RefusedError(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
+        raise InvalidConfiguration(f"ConfigMap {where} has no key {CONFIG_KEY} (keys: {keys})")
     config_schema = ((spec_schema or {}).get("properties") or {}).get("config")
     return parse_yaml_document(
         data[CONFIG_KEY],
@@ -284,7 +288,9 @@ def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
     """The three on-premise proxy ports, each a decimal integer from 1 to 65535."""
     where = ref_of(info_map, INFO_MAP)
     if info_map is None:
-        raise RefusedError(f"ConfigMap {where} is missing: the proxy ports cannot be migrated")
+        raise InvalidConfiguration(
+            f"ConfigMap {where} is missing: the proxy ports cannot be migrated"
+        )
     data = info_map.get("data") or {}
     found: dict[str, int] = {}
     problems: list[str] = []
@@ -297,7 +303,7 @@ def ports(info_map: dict[str, Any] | None) -> dict[str, int]:
         else:
             found[key] = int(raw)
     if problems:
-        raise RefusedError(f"ConfigMap {where}: invalid ports", details=problems)
+        raise InvalidConfiguration(f"ConfigMap {where}: invalid ports", details=problems)
     return found
 
 
@@ -316,7 +322,7 @@ def tenant_mode(cr: dict[str, Any], config: dict[str, Any], where: str = CONFIG_
     spec_config = ((cr.get("spec") or {}).get("config")) or {}
     mode = config.get("tenantMode", spec_config.get("tenantMode", "dedicated"))
     if mode not in TENANT_MODES:
-        raise RefusedError(
+        raise InvalidConfiguration(
             f"ConfigMap {where} key {CONFIG_KEY}: tenantMode {mode!r} is unknown "
             f"(expected one of {', '.join(TENANT_MODES)})"
         )
@@ -367,6 +373,7 @@ def _secret_name(inputs: Inputs) -> str:
             "create the Secret with the Connectivity service key, or name the one the cluster "
             "has with --service-key-secret (CP_SERVICE_KEY_SECRET); the next run picks it up"
         ],
+        reason=reasons.SHARED_MODE_SECRET_MISSING,
     )
 
 

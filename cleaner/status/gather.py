@@ -30,6 +30,7 @@ from common import backups, kyma, legacy
 from common.cluster.client import METADATA_ONLY, Kube, resource_path
 from common.cr import annotations_of, crd_exists, get_cr, is_marked
 from common.errors import ApiError
+from common.record import Record
 
 OPERATOR_PATH = resource_path("apps", "v1", "deployments", kyma.NAMESPACE, kyma.OPERATOR_DEPLOYMENT)
 WORKERS = 8
@@ -166,6 +167,7 @@ def cr_of(cr: dict[str, Any] | None) -> Cr:
         backed_up=is_marked(cr, kyma.ANNOTATION_BACKED_UP),
         cleaned=is_marked(cr, kyma.ANNOTATION_CLEANED, kyma.ANNOTATION_CLEANED_OLD),
         orphaned_legacy_config=annotations_of(cr).get(kyma.ANNOTATION_ORPHANED) or None,
+        record=Record.of(annotations_of(cr)),
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from common.record import Record
+
 
 @dataclass(frozen=True)
 class Unreadable:
@@ -48,6 +50,8 @@ class Cr:
     cleaned: bool = False
     # The legacy ConfigMaps the migrator left alone (no legacy installation), as it recorded.
     orphaned_legacy_config: str | None = None
+    # Where the chain stands and why (README "Fleet view"); None: no step has run on it yet.
+    record: Record | None = None
 
 
 @dataclass(frozen=True)

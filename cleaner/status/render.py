@@ -75,6 +75,18 @@ def _cr_row(cr: Cr) -> str:
     return state
 
 
+def _record_row(cr: Cr) -> str:
+    if not cr.exists:
+        return "none (no CR)"
+    found = cr.record
+    if found is None:
+        return "none yet (no step has run on this CR)"
+    return (
+        f"{found.result} ({found.reason}) after {found.step}, since {found.since or '-'}: "
+        f"{found.message}"
+    )
+
+
 def _backup_row(backup: Backup) -> str:
     if not backup.present:
         state = "absent"
@@ -120,6 +132,7 @@ ROWS: tuple[tuple[str, Callable[[Status], str]], ...] = (
     ("legacy installation", lambda s: _state(s.legacy, _legacy_row)),
     (CRD, lambda s: _state(s.crd, _crd_row)),
     (f"CR {CR}", lambda s: _state(s.cr, _cr_row)),
+    ("migration record", lambda s: _state(s.cr, _record_row)),
     (f"backup {kyma.BACKUP_NAMESPACE}", lambda s: _state(s.backup, _backup_row)),
     ("ServiceMappings", lambda s: _state(s.service_mappings, _mappings_row)),
     (f"operator Deployment {OPERATOR}", lambda s: _state(s.operator, _operator_row)),
@@ -252,6 +265,7 @@ def _cr_dict(cr: Cr) -> dict[str, Any]:
     }
     if cr.orphaned_legacy_config:
         found["orphanedLegacyConfig"] = cr.orphaned_legacy_config
+    found["record"] = cr.record.as_dict() if cr.record else None
     return found
 
 

@@ -86,6 +86,28 @@ class Kube:
         self.request_count = 0
         self._served: set[tuple[str, str]] | None = None  # discovery, read once when needed
         self._served_lock = threading.Lock()
+        # Paths whose latest object (as read or written) the client keeps: kept(path).
+        self._kept: dict[str, dict[str, Any] | None] = {}
+        self._keeping: set[str] = set()
+
+    def keep(self, path: str) -> None:
+        """From now on, remember the object at `path` as every answer about it shows it: a
+        GET (a 404 as None), a write's answer; not a dry run's, nor a DELETE's."""
+        self._keeping.add(path)
+
+    def kept(self, path: str) -> tuple[bool, dict[str, Any] | None]:
+        """(seen, the object as last seen; None when it did not exist)."""
+        return path in self._kept, self._kept.get(path)
+
+    def _remember(
+        self, method: str, path: str, query: Mapping[str, str | int] | None, answer: Any
+    ) -> None:
+        if path not in self._keeping or method == "DELETE" or (query and "dryRun" in query):
+            return
+        if answer is None or (
+            isinstance(answer, dict) and isinstance(answer.get("metadata"), dict)
+        ):
+            self._kept[path] = answer
 
     def request(
         self,
@@ -147,7 +169,10 @@ class Kube:
                 self.stop.wait(delay)
                 continue
             if response.status < 400:
-                return self._object(what, response)
+                answer = self._object(what, response)
+                if self._keeping:
+                    self._remember(method, path, query, answer)
+                return answer
             # 429 means the request was rejected before processing: even a write repeats safely.
             if response.status in RETRYABLE_STATUSES and (may_repeat or response.status == 429):
                 delay = next_delay(attempt, response.headers.get("retry-after"))
@@ -202,7 +227,9 @@ class Kube:
         try:
             return self.request("GET", path, accept=accept)
         except ApiError as err:
-            if err.status == 404 and err.reason == "NotFound":  # the apiserver's own word
+            if err.status == 404 and err.status_reason == "NotFound":  # the apiserver's own word
+                if self._keeping:
+                    self._remember("GET", path, None, None)
                 return None
             raise
 
@@ -265,7 +292,7 @@ class Kube:
                 "DELETE", path, query=query, body={"apiVersion": "v1", **body}, retry_safe=True
             )
         except ApiError as err:
-            if err.status == 404 and err.reason == "NotFound":
+            if err.status == 404 and err.status_reason == "NotFound":
                 return False
             raise
         return True

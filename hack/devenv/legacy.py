@@ -30,6 +30,13 @@ def legacy_configmap(config_text: str | None = None) -> dict[str, Any]:
     return configmap
 
 
+def shared_mode_config() -> str:
+    """The standard user configuration in shared tenant mode (the migrator then needs a
+    service-key Secret)."""
+    text = legacy_configmap()["data"][kyma.CONFIG_KEY]
+    return str(text).replace("tenantMode: dedicated", "tenantMode: shared")
+
+
 def legacy_info(**ports: str) -> dict[str, Any]:
     info = fixture("legacy-info-configmap.yaml")
     info["data"].update(ports)

@@ -168,7 +168,7 @@ def test_status_with_some_reads_forbidden_shows_the_rest_and_exits_0(
     ]
     result = status_of(cluster, kubeconfig=_identity(cluster, tmp_path, rules))
     assert result.exit_code == 0, result.output
-    rows = dict(line.split("  ", 1) for line in result.stdout.splitlines()[1:7])
+    rows = dict(line.split("  ", 1) for line in result.stdout.splitlines()[1:8])
     assert rows["CR kyma-system/connectivity-proxy"].strip().startswith("exists, state")
     assert (
         "unknown (forbidden: "

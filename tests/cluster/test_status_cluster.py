@@ -67,6 +67,7 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
         "migrated": False,
         "backedUp": False,
         "cleaned": False,
+        "record": None,
     }
     assert before["backup"]["present"] is False
     assert before["serviceMappings"]["total"] == 2
@@ -81,6 +82,9 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
     assert during["cr"]["migrated"] is True
     assert during["cr"]["backedUp"] is True
     assert during["cr"]["cleaned"] is False
+    assert during["cr"]["record"]["step"] == "backup"
+    assert during["cr"]["record"]["result"] == "done"
+    assert during["cr"]["record"]["reason"] == "Completed"
     assert during["backup"]["present"] is True
     assert during["backup"]["verified"] is True
     assert [item["live"] for item in during["backup"]["items"]] == ["the backup holds its data"] * 2
@@ -96,6 +100,8 @@ def test_before_during_and_after_the_migration(cluster: Cluster) -> None:
         "kindsNotServed": [],
     }
     assert after["cr"]["cleaned"] is True
+    assert after["cr"]["record"]["step"] == "cleaner"
+    assert after["cr"]["record"]["result"] == "done"
     assert after["backup"]["verified"] is True
     assert [item["live"] for item in after["backup"]["items"]] == ["gone", "gone"]
     mappings = after["serviceMappings"]
@@ -124,12 +130,13 @@ def test_the_table_is_readable(cluster: Cluster) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["WHAT", "STATE"]
-    table = dict(line.split("  ", 1) for line in lines[1:7])
+    table = dict(line.split("  ", 1) for line in lines[1:8])
     assert table["legacy installation"].strip().startswith("present: ")
     assert "module-owned" in table["legacy installation"]
     assert table["CR kyma-system/connectivity-proxy"].strip() == (
         "exists, state -; migrated no, backed-up no, cleaned no"
     )
+    assert table["migration record"].strip() == "none yet (no step has run on this CR)"
     assert table["backup connectivity-proxy-backup"].strip() == "absent"
     assert table["operator Deployment kyma-system/connectivity-proxy-operator"].strip() == "absent"
     assert "remaining legacy objects:" in result.stdout

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from common import backups, kyma
+from common import backups, kyma, reasons, record
 from common.cluster.client import resource_path
 from common.cr import annotations_of
 from common.errors import ApiError
@@ -288,8 +291,9 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
     node_cluster: NodeCluster,
 ) -> None:
     """Shared tenant mode configured, but its service-key Secret is gone: the migrator refuses
-    (exit 3) and changes nothing; the kubelet keeps retrying, and `kubectl get pod` shows
-    Init:CrashLoopBackOff with the reason in the step's log."""
+    (exit 3) and changes nothing but the record on the CR; the kubelet keeps retrying, and
+    `kubectl get pod` shows Init:CrashLoopBackOff with the reason in the step's log, in the
+    init container's termination message and in one Warning Event whose count grows."""
     node = node_cluster
     text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY].replace(
         "tenantMode: dedicated", "tenantMode: shared"
@@ -317,5 +321,51 @@ def test_a_refusing_step_leaves_the_pod_in_init_crash_loop_back_off(
     assert any("kyma-system/connectivity-service-service-key" in m for m in errors), log
     after = node.cluster.cr()
     assert after is not None
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # Nothing changed but the record of why (README "Fleet view").
+    assert after["spec"] == before["spec"]
+    marks = annotations_of(after)
+    assert not any(marks.get(key) for key in MARKS)
+    found = record.Record.of(marks)
+    assert found is not None
+    assert (found.step, found.result, found.reason) == (
+        "migrator",
+        "blocked",
+        reasons.SHARED_MODE_SECRET_MISSING,
+    )
     assert legacy_left(node) != []
+
+    # What kubectl describe pod shows: the termination message names the reason.
+    terminated = migrator["lastState"]["terminated"]
+    message = terminated.get("message") or ""
+    assert message.startswith(f"{reasons.SHARED_MODE_SECRET_MISSING}: tenantMode is shared"), (
+        terminated
+    )
+    assert "kyma-system/connectivity-service-service-key" in message
+    # And kubectl describe connectivityproxy: one Warning Event, its repeats counted.
+    warnings = [
+        event
+        for event in node.cluster.kube.list(resource_path("", "v1", "events", kyma.NAMESPACE))
+        if event.get("type") == "Warning"
+        and event["involvedObject"].get("uid") == after["metadata"]["uid"]
+    ]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["reason"] == reasons.SHARED_MODE_SECRET_MISSING
+    assert warnings[0]["source"]["component"] == "cp-migrator"
+    assert warnings[0]["count"] >= migrator["restartCount"] >= 1, (warnings, migrator)
+    kubectl = shutil.which("kubectl")
+    if kubectl:  # the same, as a person reads it
+        base = [kubectl, "--kubeconfig", str(node.cluster.kubeconfig), "describe", "-n"]
+        shown = subprocess.run(
+            [*base, P.NAMESPACE, "pod", pod["metadata"]["name"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"{reasons.SHARED_MODE_SECRET_MISSING}: tenantMode is shared" in shown, shown
+        shown = subprocess.run(
+            [*base, kyma.NAMESPACE, "connectivityproxy", kyma.CR_NAME],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert re.search(rf"Warning\s+{reasons.SHARED_MODE_SECRET_MISSING}\s", shown), shown

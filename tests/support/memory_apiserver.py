@@ -184,7 +184,7 @@ class MemoryApiserver:
                 method, unquote(parts.path), query, body, headers.get("Accept", "")
             )
         except ApiError as err:
-            data = {"kind": "Status", "reason": err.reason, "message": err.api_message}
+            data = {"kind": "Status", "reason": err.status_reason, "message": err.api_message}
             return Response(err.status, JSON, json.dumps(data).encode())
         return Response(200, JSON, json.dumps(answer).encode())
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import kyma
+from common import kyma, record
 from common.cluster.client import Kube, resource_path
 from common.cluster.kubeconfig import resolve
 from common.cr import CR_PATH
@@ -44,6 +44,9 @@ CR_ABSENT = "cr-absent"
 RECREATED_CR = "recreated-cr"
 IMMUTABLE_BACKUP = "immutable-backup"
 CR_EDITED = "cr-edited"
+# A step that refuses (exit 3), after a run that refused the same way: its Warning Event is
+# read and its count patched (README "Fleet view").
+BLOCKED = "blocked"
 # Grants that the standard chain does not use, and the state whose path uses them, keyed by
 # (step, verb, resource) or, where one name of a rule is the exception, with that name too.
 SCENARIOS: dict[tuple[str, ...], str] = {
@@ -67,10 +70,18 @@ SCENARIOS: dict[tuple[str, ...], str] = {
         "customresourcedefinitions",
         kyma.CRD_NAME,
     ): CR_ABSENT,
+    **{
+        (step, verb, "events", record.event_name(step)): BLOCKED
+        for step in ("migrator", "backup", "cleaner")
+        for verb in ("get", "patch")
+    },
 }
 # Writes whose Event is best effort: without `create events` the step still succeeds, and what
 # is lost is the Event itself (which tests/cluster/test_rbac_steps.py expects).
 BEST_EFFORT = {("create", "events")}
+# The Warning Event's repeats: without them the refused run is refused all the same, and what
+# is lost is the Event's count.
+WARNING_EVENT = {("get", "events"), ("patch", "events")}
 
 
 # -- the manifests ---------------------------------------------------------------------------
@@ -118,6 +129,10 @@ class Grant:
     @property
     def best_effort(self) -> bool:
         return (self.verb, self.resource) in BEST_EFFORT
+
+    @property
+    def warning_event(self) -> bool:
+        return (self.verb, self.resource) in WARNING_EVENT
 
     @property
     def id(self) -> str:
@@ -272,11 +287,6 @@ def _stripped(obj: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def shared_mode_config() -> str:
-    text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
-    return str(text).replace("tenantMode: dedicated", "tenantMode: shared")
-
-
 SERVICE_KEY_SECRET = legacy.service_key_secret(service_key="not-a-real-key")
 
 
@@ -379,9 +389,9 @@ class Lab:
             ]
         )
 
-    def _admin_step(self, step: str) -> None:
+    def _admin_step(self, step: str, expected: int = 0) -> None:
         result = self.run(step, as_admin=True)
-        assert result.exit_code == 0, f"{step} as the admin: {result.output}"
+        assert result.exit_code == expected, f"{step} as the admin: {result.output}"
 
     def _delete_backups(self) -> None:
         for name in kyma.SOURCES:
@@ -401,7 +411,7 @@ class Lab:
         if step == "migrator":
             self.ready_for_cleaner = False
             shared = scenario == SHARED_TENANT_MODE
-            self._user_configuration(shared_mode_config() if shared else None)
+            self._user_configuration(legacy.shared_mode_config() if shared else None)
             if shared:
                 self.cluster.apply([copy.deepcopy(SERVICE_KEY_SECRET)])
             if scenario == CR_EDITED:
@@ -415,6 +425,14 @@ class Lab:
                     {"spec": {"config": {"highAvailabilityMode": "subdomain"}}},
                     retry_safe=True,
                 )
+            if scenario == BLOCKED:
+                # Shared tenant mode without its service-key Secret, refused once already.
+                self._user_configuration(legacy.shared_mode_config())
+                for name in ("connectivity-service-service-key", "connectivity-proxy-service-key"):
+                    self.cluster.kube.delete(
+                        resource_path("", "v1", "secrets", kyma.NAMESPACE, name)
+                    )
+                self._admin_step("migrator", expected=3)
             if scenario == RECREATED_CR:
                 # The chain ran, its cleaner removed the configuration and the installation,
                 # then the module was disabled and enabled again: a new default CR.
@@ -450,6 +468,11 @@ class Lab:
                 self.cluster.apply(
                     [{**stale, "immutable": True} for stale in copy.deepcopy(self._stale_backups())]
                 )
+            elif scenario == BLOCKED:
+                # The configuration changed after the migration, refused once already.
+                text = legacy.legacy_configmap()["data"][kyma.CONFIG_KEY]
+                self.cluster.apply([legacy.legacy_configmap(f"{text}\n# edited\n")])
+                self._admin_step("backup", expected=3)
             elif scenario == CR_ABSENT:
                 self.taken_cr = copy.deepcopy(self.migrated_cr)
                 self._delete_cr()
@@ -465,14 +488,27 @@ class Lab:
                 assert current is not None
                 self.taken_cr = _stripped(current)
                 self._delete_cr()
+            elif scenario == BLOCKED:
+                # Migrated, not backed up (its mark removed), refused once already.
+                self._mark_backed_up(None)
+                self._admin_step("cleaner", expected=3)
         else:
             raise ValueError(step)
+
+    def _mark_backed_up(self, value: str | None) -> None:
+        self.cluster.kube.merge_patch(
+            CR_PATH,
+            {"metadata": {"annotations": {kyma.ANNOTATION_BACKED_UP: value}}},
+            retry_safe=True,
+        )
 
     def restore(self, scenario: str) -> None:
         """Put back what a scenario took away (the CR)."""
         if scenario == CR_ABSENT and self.taken_cr is not None:
             self.cluster.apply([self.taken_cr])
             self.taken_cr = None
+        if scenario == BLOCKED and self.ready_for_cleaner:
+            self._mark_backed_up("true")
 
     def _stale_backups(self) -> list[dict[str, Any]]:
         """Backups an earlier cp-backup made of a configuration that has changed since."""

@@ -27,6 +27,7 @@ VIOLATIONS = [
     ("common/diff.py", "import click\n", "imports click; only the cli modules may"),
     ("cleaner/core.py", "from common.cli import EXIT_CODES\nimport click\n", "imports click"),
     ("tests/unit/test_x.py", "from common import cr as crnames\n", "common's modules keep their"),
+    ("hack/tool.py", "from tests.support import chain\n", "hack/ imports nothing from tests/"),
 ]
 
 
@@ -35,6 +36,8 @@ def _copy(tmp_path: Path) -> Path:
         shutil.copytree(REPO / package, tmp_path / package)
     (tmp_path / "tests" / "unit").mkdir(parents=True)
     (tmp_path / "tests" / "unit" / "test_x.py").write_text('"""A test."""\n')
+    (tmp_path / "hack").mkdir()
+    (tmp_path / "hack" / "tool.py").write_text('"""A dev tool."""\n')
     return tmp_path
 
 

@@ -16,6 +16,7 @@ from cleaner.status.render import render_table, to_json
 from common import kyma
 from common.backups import content_digest
 from common.legacy import owned_by_module
+from common.record import Record
 from tests.support.backup_copies import backup_copy
 
 NOT_SAFE = (
@@ -45,6 +46,13 @@ MIDWAY = model.Status(
         migrated=True,
         backed_up=True,
         orphaned_legacy_config="kyma-system/connectivity-proxy",
+        record=Record(
+            step="cleaner",
+            result="attention",
+            reason="OrphanedLegacyConfig",
+            message="legacy ConfigMaps left alone",
+            since="2026-12-06T07:00:00Z",
+        ),
     ),
     backup=model.Backup(
         namespace_exists=True,
@@ -77,6 +85,8 @@ CR kyma-system/connectivity-proxy                            exists, state Ready
 backed-up yes, cleaned no; legacy ConfigMaps left alone (no legacy installation): \
 kyma-system/connectivity-proxy (cp-migrator --migrate-orphaned (or CP_MIGRATE_ORPHANED=true) \
 migrates it on purpose)
+migration record                                             attention (OrphanedLegacyConfig) \
+after cleaner, since 2026-12-06T07:00:00Z: legacy ConfigMaps left alone
 backup connectivity-proxy-backup                             present, digests verify; not safe \
 to delete yet: connectivity-proxy; 1 earlier copy(ies) preserved
 ServiceMappings                                              1 of 3 handed over (Namespaced \
@@ -121,6 +131,13 @@ MIDWAY_JSON: dict[str, Any] = {
         "backedUp": True,
         "cleaned": False,
         "orphanedLegacyConfig": "kyma-system/connectivity-proxy",
+        "record": {
+            "step": "cleaner",
+            "result": "attention",
+            "reason": "OrphanedLegacyConfig",
+            "message": "legacy ConfigMaps left alone",
+            "since": "2026-12-06T07:00:00Z",
+        },
     },
     "backup": {
         "namespace": "connectivity-proxy-backup",
@@ -180,7 +197,7 @@ def test_every_part_unreadable() -> None:
     assert MIDWAY.readable
     assert dataclasses.replace(nothing, operator=model.Operator(exists=False)).readable
     rows = render_table(nothing).splitlines()[1:]
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert all(row.endswith("  unknown (forbidden: GET /x: no)") for row in rows)
     found = json.loads(to_json(nothing))
     assert found["legacy"] == {"error": "forbidden: GET /x: no", "status": 403}
@@ -211,6 +228,7 @@ def test_nothing_installed() -> None:
             ("legacy installation", "absent"),
             ("CRD connectivityproxies.connectivityproxy.sap.com", "absent"),
             ("CR kyma-system/connectivity-proxy", "absent"),
+            ("migration record", "none (no CR)"),
             ("backup connectivity-proxy-backup", "absent"),
             ("ServiceMappings", "CRD servicemappings.connectivityproxy.sap.com absent"),
             ("operator Deployment kyma-system/connectivity-proxy-operator", "absent"),
@@ -247,7 +265,7 @@ def test_each_backup_is_checked_against_its_live_configmap_and_the_cr() -> None:
     # The live ConfigMap changed after it was migrated: not safe to delete, the CR says why.
     drifted = backup_of(read, {"connectivity-proxy": "sha256:other"}, migrated)
     assert "changed after it was migrated" in (drifted.items[0].not_safe or "")
-    row = render_table(dataclasses.replace(MIDWAY, backup=drifted)).splitlines()[4]
+    row = render_table(dataclasses.replace(MIDWAY, backup=drifted)).splitlines()[5]
     assert row.endswith("present, digests verify; not safe to delete yet: connectivity-proxy")
 
 
@@ -264,7 +282,7 @@ def test_a_tampered_backup_and_a_terminating_namespace() -> None:
     assert found.present and not found.verified and found.terminating
     assert "differs from the recorded" in (found.items[0].problem or "")
     assert found.items[1].missing_at_backup
-    row = render_table(dataclasses.replace(MIDWAY, backup=found)).splitlines()[4]
+    row = render_table(dataclasses.replace(MIDWAY, backup=found)).splitlines()[5]
     assert row.endswith("namespace Terminating (being deleted); present, NOT verified")
 
 
