@@ -43,7 +43,8 @@ def _seconds(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _requests(window: AuditWindow, tool: str) -> list[dict[str, Any]]:
+def tool_requests(window: AuditWindow, tool: str) -> list[dict[str, Any]]:
+    """The requests of one tool's run that the apiserver finished, by its User-Agent."""
     return [
         event
         for event in window.events()
@@ -52,7 +53,8 @@ def _requests(window: AuditWindow, tool: str) -> list[dict[str, Any]]:
     ]
 
 
-def _cr_patches(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def cr_patches(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The writes of the CR among them (a server-side dry run writes nothing)."""
     return [
         e
         for e in events
@@ -82,8 +84,8 @@ def measure(runs: int) -> str:
         def run(label: str, tool: str) -> None:
             window = AuditWindow(cluster)
             result = _run_tool(tool, cluster.kubeconfig)
-            sent = _requests(window, tool)
-            patches = _cr_patches(sent)
+            sent = tool_requests(window, tool)
+            patches = cr_patches(sent)
             # The record is the last write of the CR in a run that writes it.
             recorded = f'"logger": "{tool}", "msg": "recorded"' in result.stderr
             latency = _latency(patches[-1]) if recorded and patches else None

@@ -9,7 +9,7 @@ import copy
 
 from common import kyma
 from common.cluster.client import resource_path
-from common.cr import CR_PATH, is_marked
+from common.cr import is_marked
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
 from tests.support import states
@@ -74,18 +74,7 @@ def test_before_the_backup_the_remigration_remedy_works(cluster: Cluster) -> Non
     assert "connectivityproxy.sap.com/migrated- connectivityproxy.sap.com/backed-up-" in (
         result.output
     )
-    cluster.kube.merge_patch(
-        CR_PATH,
-        {
-            "metadata": {
-                "annotations": {
-                    kyma.ANNOTATION_MIGRATED: None,
-                    kyma.ANNOTATION_BACKED_UP: None,
-                }
-            }
-        },
-        retry_safe=True,
-    )
+    states.remove_migration_marks(cluster.kube)
     run_ok(cluster, MIGRATOR, BACKUP, CLEANER)
     cr = cluster.cr()
     assert cr and cr["spec"]["config"]["highAvailabilityMode"] == "path"

@@ -175,18 +175,7 @@ def _module_creates_cr(_cluster: Cluster, env: states.ClusterEnv) -> None:
 
 def _remigrate(_cluster: Cluster, env: states.ClusterEnv) -> None:
     # The remedy the refusal names: the marks off, the chain runs again.
-    env.kube.merge_patch(
-        CR_PATH,
-        {
-            "metadata": {
-                "annotations": {
-                    kyma.ANNOTATION_MIGRATED: None,
-                    kyma.ANNOTATION_BACKED_UP: None,
-                }
-            }
-        },
-        retry_safe=True,
-    )
+    states.remove_migration_marks(env.kube)
 
 
 def _namespace_goes(_cluster: Cluster, env: states.ClusterEnv) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from common import kyma, reasons, record
 from common.cluster.client import resource_path
 from common.cr import annotations_of
+from hack import record_cost
 from hack.devenv import legacy
 from hack.devenv.cluster import AuditWindow, Cluster
 from tests.support import chain
@@ -15,15 +16,7 @@ EVENTS = resource_path("", "v1", "events", kyma.NAMESPACE)
 
 
 def _cr_writes(window: AuditWindow, tool: str) -> list[dict[str, object]]:
-    return [
-        event
-        for event in window.events()
-        if event.get("stage") == "ResponseComplete"
-        and str(event.get("userAgent", "")).startswith(f"cp-migration/{tool}")
-        and event.get("verb") == "patch"
-        and event["objectRef"].get("resource") == "connectivityproxies"
-        and "dryRun" not in str(event.get("requestURI"))
-    ]
+    return list(record_cost.cr_patches(record_cost.tool_requests(window, tool)))
 
 
 def test_the_record_costs_one_request_per_run_and_none_when_unchanged(cluster: Cluster) -> None:

@@ -16,7 +16,7 @@ from common.cluster.kubeconfig import resolve
 from common.cr import CR_PATH, is_marked
 from hack.devenv import legacy
 from hack.devenv.cluster import REPO, Cluster, load_manifests
-from tests.support import admission
+from tests.support import admission, states
 from tests.support.cleaning import install_legacy
 from tests.support.states import backup_sh_copy
 
@@ -162,18 +162,7 @@ def test_our_immutable_backups_are_replaced_in_a_remigration(cluster: Cluster) -
         {"data": {"onpremise_proxy_http_port": "20005"}},
         retry_safe=True,
     )
-    cluster.kube.merge_patch(
-        CR_PATH,
-        {
-            "metadata": {
-                "annotations": {
-                    kyma.ANNOTATION_MIGRATED: None,
-                    kyma.ANNOTATION_BACKED_UP: None,
-                }
-            }
-        },
-        retry_safe=True,
-    )
+    states.remove_migration_marks(cluster.kube)
     run_ok(cluster, MIGRATOR)
     result = cluster.run(BACKUP)
     assert result.exit_code == 0, result.output

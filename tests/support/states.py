@@ -296,6 +296,13 @@ def _annotate(env: Env, values: dict[str, str | None]) -> None:
     env.kube.merge_patch(CR_PATH, {"metadata": {"annotations": values}}, retry_safe=True)
 
 
+def remove_migration_marks(kube: Kube) -> None:
+    """The remedy a refusal over data changed after the migration names, as a person carries
+    it out: `kubectl annotate ... migrated- backed-up-` (then the Pod restarts the chain)."""
+    marks = {kyma.ANNOTATION_MIGRATED: None, kyma.ANNOTATION_BACKED_UP: None}
+    kube.merge_patch(CR_PATH, {"metadata": {"annotations": marks}}, retry_safe=True)
+
+
 def go_migrate(env: Env) -> None:
     """The original Go migrator: the configuration and ports into spec.config, the mark; it
     records nothing about what it read."""
@@ -602,7 +609,7 @@ def remedy(env: Env, run: Run) -> str | None:
         env.finalize_namespace(kyma.BACKUP_NAMESPACE)
         return "the namespace finishes terminating"
     if "connectivityproxy.sap.com/migrated- connectivityproxy.sap.com/backed-up-" in text:
-        _annotate(env, {kyma.ANNOTATION_MIGRATED: None, kyma.ANNOTATION_BACKED_UP: None})
+        remove_migration_marks(env.kube)
         return "kubectl annotate ... migrated- backed-up-, pod restarted"
     if f"kubectl label configmap -n {kyma.BACKUP_NAMESPACE}" in text:
         for name in kyma.SOURCES:
