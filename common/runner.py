@@ -107,33 +107,41 @@ def execute(
         handler = _signal_handler(run)
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        outcome = Outcome(body(run) or EXIT_OK)
-    except CpError as err:
-        run.log.error(str(err))
-        outcome = Outcome(err.exit_code, error=err)
-    except (Interrupted, KeyboardInterrupt) as err:
-        name = str(err) if isinstance(err, Interrupted) else "SIGINT"
-        done = (
-            run.progress.summary()
-            if run.progress
-            else f"done: {NOTHING_CONFIRMED}. Remains: {remains}"
-        )
-        # The kubelet (or the person) runs the step again; it continues from the cluster's state.
-        run.log.error(
-            f"interrupted by {name}; the request in flight was finished or abandoned, "
-            f"nothing is half written. {done}. Exit 1: a rerun continues",
-            extra=logs.fields(signal=name),
-        )
-        outcome = Outcome(EXIT_RETRY, interrupted=name)
-    except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
-        run.log.exception("unexpected failure: %s", err)
-        outcome = Outcome(EXIT_RETRY, error=err)
+        try:
+            outcome = Outcome(body(run) or EXIT_OK)
+        except CpError as err:
+            run.log.error(str(err))
+            outcome = Outcome(err.exit_code, error=err)
+        except (Interrupted, KeyboardInterrupt) as err:
+            name = str(err) if isinstance(err, Interrupted) else "SIGINT"
+            done = (
+                run.progress.summary()
+                if run.progress
+                else f"done: {NOTHING_CONFIRMED}. Remains: {remains}"
+            )
+            # The kubelet (or the person) runs the step again; it continues from the cluster's
+            # state.
+            run.log.error(
+                f"interrupted by {name}; the request in flight was finished or abandoned, "
+                f"nothing is half written. {done}. Exit 1: a rerun continues",
+                extra=logs.fields(signal=name),
+            )
+            outcome = Outcome(EXIT_RETRY, interrupted=name)
+        except Exception as err:  # a bug or an unexpected answer: a retry may still get past it
+            run.log.exception("unexpected failure: %s", err)
+            outcome = Outcome(EXIT_RETRY, error=err)
+        finally:
+            if run.progress:
+                run.progress.clear_bar()
+        if previous and outcome.interrupted is None:
+            # The step's work is over and its outcome known: a signal now only stops the
+            # step-end hooks' retries (a second one exits at once), so the exit code stays true.
+            for number in previous:
+                signal.signal(number, _ending_handler(run))
+        step_ended(run, outcome)
     finally:
-        if run.progress:
-            run.progress.clear_bar()
         for number, old in previous.items():
             signal.signal(number, old)
-    step_ended(run, outcome)
     return outcome
 
 
@@ -150,19 +158,39 @@ def step_ended(run: Run, outcome: Outcome) -> None:
             run.log.warning("a step-end hook failed: %s", err)
 
 
+def _exit_at_once(again: int, _frame: Any) -> None:
+    import signal
+
+    # Every write is a single request: ending now leaves nothing half written.
+    sys.stderr.write(f"{signal.Signals(again).name} again: exiting at once\n")
+    os._exit(EXIT_RETRY)
+
+
+def _stop_and_arm(run: Run) -> None:
+    """A first signal: no request is tried again, requests in other threads end their waits,
+    and a second signal exits at once."""
+    import signal
+
+    run.stop.set()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _exit_at_once)
+
+
 def _signal_handler(run: Run) -> Callable[[int, Any], None]:
+    """While the step works: stop, and end its core with Interrupted."""
     import signal
 
     def on_signal(signum: int, _frame: Any) -> None:
-        run.stop.set()  # no request is tried again; requests in other threads end their waits
-
-        def at_once(again: int, _frame: Any) -> None:
-            # Every write is a single request: ending now leaves nothing half written.
-            sys.stderr.write(f"{signal.Signals(again).name} again: exiting at once\n")
-            os._exit(EXIT_RETRY)
-
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, at_once)
+        _stop_and_arm(run)
         raise Interrupted(signal.Signals(signum).name)
+
+    return on_signal
+
+
+def _ending_handler(run: Run) -> Callable[[int, Any], None]:
+    """While the step-end hooks run: stop their retries; the outcome already stands."""
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        _stop_and_arm(run)
 
     return on_signal
