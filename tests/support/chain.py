@@ -368,6 +368,21 @@ def resource_versions(cluster: Cluster) -> dict[str, str]:
 
 # -- the audit log ---------------------------------------------------------------------------
 
+
+def but_the_record(writes: list[str]) -> list[str]:
+    """The writes of a run less its fleet record's (README "Fleet view"): one merge patch of the
+    CR and its Warning Event, which every run that reaches the CR may leave, a refusal too.
+    That the CR patch changed nothing but the record is proven by resource_versions."""
+
+    def of_events(write: str) -> bool:  # ".../events" (a create) or ".../events/NAME"
+        segments = write.partition(" ")[2].partition("?")[0].split("/")
+        return "events" in segments[-2:]
+
+    cr_patches = [w for w in writes if w.startswith("patch ") and "/connectivityproxies/" in w]
+    others = [w for w in writes if w not in cr_patches and not of_events(w)]
+    return others + cr_patches[1:]
+
+
 AUDIT_MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
