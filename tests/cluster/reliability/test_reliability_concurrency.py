@@ -81,9 +81,10 @@ def concurrent_change(cluster: Cluster) -> None:
 @pytest.mark.parametrize(
     ("step", "occurrence", "annotation"),
     [
+        # The CR's PATCHes in a chain: each step's write, then its fleet record's.
         (chain.MIGRATOR, 1, kyma.ANNOTATION_MIGRATED),
-        (chain.BACKUP, 2, kyma.ANNOTATION_BACKED_UP),
-        (chain.CLEANER, 3, kyma.ANNOTATION_CLEANED),
+        (chain.BACKUP, 3, kyma.ANNOTATION_BACKED_UP),
+        (chain.CLEANER, 5, kyma.ANNOTATION_CLEANED),
     ],
     ids=lambda v: getattr(v, "name", None) or str(v),
 )

@@ -56,9 +56,11 @@ TARGETS = (
     Target("read: cp-backup reads its copies back", "GET", BACKUP_CONFIGMAPS, occurrence=2),
     Target("write: cp-migrator PATCH CR", "PATCH", CR),
     Target("write: cp-backup POST copy", "POST", BACKUP_CONFIGMAPS),
-    Target("write: cp-backup PATCH CR (mark)", "PATCH", CR, occurrence=2),
+    # Every step's run ends with its fleet record, one more PATCH of the CR (README "Fleet
+    # view"): the migrator's write is the 1st, its record the 2nd, the backup's mark the 3rd.
+    Target("write: cp-backup PATCH CR (mark)", "PATCH", CR, occurrence=3),
     Target("write: cp-cleaner DELETE legacy ConfigMap", "DELETE", LEGACY_CONFIG),
-    Target("write: cp-cleaner PATCH CR (mark)", "PATCH", CR, occurrence=3),
+    Target("write: cp-cleaner PATCH CR (mark)", "PATCH", CR, occurrence=5),
 )
 FAULTS: dict[str, Action] = {
     "500": respond(500),
