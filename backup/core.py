@@ -50,6 +50,26 @@ def backup(kube: Kube, settings: Settings) -> Outcome:
     )
 
 
+# The namespace controller's conditions that say what a Terminating namespace waits for
+# (every namespace carries the `kubernetes` finalizer, which alone says nothing).
+_BLOCKING_CONDITIONS = (
+    "NamespaceFinalizersRemaining",
+    "NamespaceContentRemaining",
+    "NamespaceDeletionContentFailure",
+    "NamespaceDeletionDiscoveryFailure",
+)
+
+
+def _deletion_blockers(namespace: dict[str, Any]) -> str:
+    """ "; waiting for: ..." from the namespace's status conditions, or "" when it has none."""
+    found = [
+        str(condition.get("message") or condition.get("type"))
+        for condition in (namespace.get("status") or {}).get("conditions") or []
+        if condition.get("type") in _BLOCKING_CONDITIONS and condition.get("status") == "True"
+    ]
+    return f"; waiting for: {'; '.join(found)}" if found else ""
+
+
 def _attempt(kube: Kube, settings: Settings) -> Outcome:
     # The CR first: when it exists so does its CRD, which needs a look only after a 404 (to
     # say which of the two is missing). One request fewer on every run that has work to do.
@@ -70,8 +90,8 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         finalizers = ", ".join((namespace.get("spec") or {}).get("finalizers") or []) or "none"
         raise RetryableError(
             f"namespace {kyma.BACKUP_NAMESPACE} is being deleted (Terminating; finalizers: "
-            f"{finalizers}), so no backup can be kept in it; once it is gone, a later run "
-            "creates it again",
+            f"{finalizers}{_deletion_blockers(namespace)}), so no backup can be kept in it; "
+            "once it is gone, a later run creates it again",
             reason=reasons.BACKUP_NAMESPACE_TERMINATING,
         )
     # One LIST of the (small) backup namespace: the backups, and the copies kept of backups

@@ -145,7 +145,7 @@ def _attempt(
         refusal = RetryableError(
             f"not cleaning {kyma.CR_REF} yet: nothing was deleted",
             details=plan.waits + plan.refusals,
-            reason=reasons.CLEANUP_WAITING,
+            reason=plan.wait_reason or reasons.CLEANUP_WAITING,
         )
     elif plan.refusals:
         refusal = RefusedError(

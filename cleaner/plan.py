@@ -310,6 +310,8 @@ class Plan:
     gone: list[LegacyObject] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # a person must act (exit 3)
     waits: list[str] = field(default_factory=list)  # a later run may get past them (exit 1)
+    # The fleet record's reason for the waits, when one cause has a code of its own.
+    wait_reason: str | None = None
 
     @property
     def all_deletes(self) -> list[Delete]:
@@ -347,6 +349,8 @@ def plan(inputs: Inputs) -> Plan:
                 result.kept.append(Kept(str(obj), problem.message))
                 found = result.waits if problem.retry else result.refusals
                 found.append(f"ConfigMap {obj.ref}: {problem.message}")
+                if problem.retry and problem.reason:
+                    result.wait_reason = result.wait_reason or problem.reason
                 continue
             # The resourceVersion read: a change between this look and the DELETE is a 409.
             resource_version = str(meta["resourceVersion"])
@@ -390,6 +394,7 @@ def mapping_version(crd: Mapping[str, Any]) -> str | None:
 class Problem:
     message: str
     retry: bool = False  # True: a later run may get past it (exit 1), else a person acts
+    reason: str | None = None  # the fleet record's code, when the cause has one of its own
 
 
 def user_config_problem(
@@ -418,6 +423,7 @@ def user_config_problem(
             f"namespace {kyma.BACKUP_NAMESPACE}, which holds its backup, is being deleted "
             "(Terminating); it is kept until a backup can outlive it, and a later run goes on",
             retry=True,
+            reason=reasons.BACKUP_NAMESPACE_TERMINATING,
         )
     if backup is None:
         return Problem(f"it has no backup {where}; {run_backup}")

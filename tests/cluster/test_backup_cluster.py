@@ -290,6 +290,35 @@ def test_a_terminating_backup_namespace_is_exit_1(cluster: Cluster) -> None:
     assert BACKED_UP not in annotations_of(cluster.cr())
 
 
+def test_a_terminating_backup_namespace_names_what_its_deletion_waits_for(
+    cluster: Cluster,
+) -> None:
+    """The namespace controller says in the namespace's conditions what its deletion waits for
+    (a finalizer of some object in it, here); the refusal passes that on, since the namespace's
+    own `kubernetes` finalizer says nothing."""
+    install(cluster)
+    cluster.ensure_namespace(kyma.BACKUP_NAMESPACE)
+    path = resource_path("", "v1", "namespaces", name=kyma.BACKUP_NAMESPACE)
+    cluster.kube.delete(path)
+    waiting = (
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 "
+        "resource instances"
+    )
+    condition = {
+        "type": "NamespaceFinalizersRemaining",
+        "status": "True",
+        "reason": "SomeFinalizersRemain",
+        "message": waiting,
+        "lastTransitionTime": "2026-12-06T08:00:00Z",
+    }
+    cluster.kube.merge_patch(
+        f"{path}/status", {"status": {"conditions": [condition]}}, retry_safe=True
+    )
+    result = cluster.run(BACKUP)
+    assert result.exit_code == 1, result.output
+    assert f"waiting for: {waiting}" in result.output
+
+
 def backup_sh_copy(cluster: Cluster, name: str) -> dict[str, Any]:
     """What the original backup.sh leaves: `kubectl get -o yaml | sed | kubectl apply`, so the
     source's labels, annotations and data in the backup namespace under the same name, plus

@@ -20,7 +20,7 @@ from cleaner.status.model import (
     Unreadable,
 )
 from cleaner.status.render import render_table
-from common import backups, kyma
+from common import backups, kyma, reasons
 from common.backups import content_digest
 from common.cr import skip_reason
 from common.errors import RefusedError
@@ -361,6 +361,8 @@ def test_user_config_is_kept_while_the_backup_namespace_is_terminating() -> None
     plan = planning.plan(inputs(backup_namespace=terminating))
     assert plan.refusals == [] and len(plan.waits) == 2
     assert "Terminating" in plan.waits[0]
+    # The fleet counts this cause under one code, whichever step meets it (README "Fleet view").
+    assert plan.wait_reason == reasons.BACKUP_NAMESPACE_TERMINATING
     assert not {d.target for d in plan.all_deletes} & planning.USER_CONFIG_MAPS
     plan = planning.plan(inputs(backup_namespace=None))
     assert len(plan.refusals) == 2 and "does not exist" in plan.refusals[0]
