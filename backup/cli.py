@@ -91,4 +91,7 @@ def restore_main(**params: Any) -> None:
 
     from common import record
 
-    run_step(record.attach(Run("restore"), dry_run=options.dry_run), options, body)
+    # Showing the CR's earlier values (--cr-values without --force) changes nothing, so it
+    # leaves the chain's record as it is, as a dry run does.
+    shows_only = options.dry_run or (cr_values and not force)
+    run_step(record.attach(Run("restore"), dry_run=shows_only), options, body)
