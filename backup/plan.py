@@ -235,12 +235,12 @@ def plan_backup(inputs: BackupInputs) -> BackupPlan:
             )
             continue
         drift = backups.drift_problem(
-            backups.migrated_digest(inputs.cr, name), content_digest(source)
+            backups.migrated_digest(inputs.cr, name),
+            content_digest(source),
+            backups.drift_diff(inputs.cr, source),
         )
         if drift:
-            drifted.append(
-                f"ConfigMap {source_ref}: {drift}{backups.drift_diff(inputs.cr, source)}"
-            )
+            drifted.append(f"ConfigMap {source_ref}: {drift}")
             restorable.append(
                 backups.holds_migrated(backups.migrated_digest(inputs.cr, name), name, existing)
             )

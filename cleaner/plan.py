@@ -433,11 +433,11 @@ def user_config_problem(
             f"its backup {where} is not a verified copy: {problem}; {run_backup} (it keeps "
             "that copy under another name and makes its own)"
         )
-    drift = backups.drift_problem(migrated_digest, live_digest)
+    diff = backups.drift_diff(dict(cr), live) if cr is not None else ""
+    drift = backups.drift_problem(migrated_digest, live_digest, diff)
     if drift:
         restore = backups.holds_migrated(migrated_digest, name, backup)
-        diff = backups.drift_diff(dict(cr), live) if cr is not None else ""
-        return Problem(f"{drift}{diff}. {backups.remigrate_remedy(restore)}")
+        return Problem(f"{drift}. {backups.remigrate_remedy(restore)}")
     backed_up = ((backup.get("metadata") or {}).get("annotations") or {}).get(
         kyma.BACKUP_DIGEST_ANNOTATION
     )

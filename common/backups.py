@@ -114,13 +114,15 @@ def drift_diff(cr: dict[str, Any], live: Mapping[str, Any] | None) -> str:
     )
 
 
-def drift_problem(migrated: str | None, live_digest: str | None) -> str | None:
+def drift_problem(migrated: str | None, live_digest: str | None, diff: str = "") -> str | None:
     """Why a live source is not what was migrated into the CR (`migrated`: the digest the CR
-    records for it, migrated_digest), or None."""
+    records for it, migrated_digest), or None. With `diff` (drift_diff), what changed is said
+    instead of the two digests, which tell a person nothing and would crowd the diff out of
+    the fleet record's one KiB."""
     if migrated is None or migrated == live_digest:
         return None
-    changed = f"(migrated {migrated}, now {live_digest})"
-    return f"its data changed after it was migrated into the CR {changed}"
+    changed = diff or f" (migrated {migrated}, now {live_digest})"
+    return f"its data changed after it was migrated into the CR{changed}"
 
 
 def digest_problem(backup: dict[str, Any]) -> str | None:

@@ -209,12 +209,14 @@ def _drift(kube: Kube, cr: dict[str, Any]) -> str:
     for name in kyma.SOURCES:
         live = kube.get(configmap_path(kyma.NAMESPACE, name))
         migrated = backups.migrated_digest(cr, name)
-        problem = backups.drift_problem(migrated, content_digest(live) if live else None)
-        if live is None or problem is None:
+        if live is None:
             continue
-        found.append(
-            f"\n  - ConfigMap {kyma.NAMESPACE}/{name}: {problem}{backups.drift_diff(cr, live)}"
+        problem = backups.drift_problem(
+            migrated, content_digest(live), backups.drift_diff(cr, live)
         )
+        if problem is None:
+            continue
+        found.append(f"\n  - ConfigMap {kyma.NAMESPACE}/{name}: {problem}")
     if not found:
         return ""
     return (

@@ -9,7 +9,7 @@ import copy
 
 from common import kyma
 from common.cluster.client import resource_path
-from common.cr import is_marked
+from common.cr import annotations_of, is_marked
 from hack.devenv import legacy
 from hack.devenv.cluster import Cluster
 from tests.support import states
@@ -49,6 +49,9 @@ def test_before_the_backup_the_refusal_shows_the_diff_and_no_restore(cluster: Cl
     assert f"key connectivity-proxy-config.yml: {CHANGE}" in result.output
     # Only the change is named, not the reformatted rest.
     assert "externalHost" not in result.output
+    # The fleet record's one KiB carries the change itself (digests would crowd it out).
+    message = annotations_of(cluster.cr() or {})[kyma.ANNOTATION_MESSAGE]
+    assert CHANGE in message, message
     # cp-migrator --dry-run shows the same change (a real run has nothing to do).
     dry = cluster.run(MIGRATOR, "--dry-run")
     assert dry.exit_code == 0, dry.output
