@@ -94,7 +94,7 @@ def _attempt(kube: Kube, settings: Settings) -> Outcome:
         f"{cr_name} (now)",
         f"{cr_name} (migrated)",
     )
-    replaced = planning.replaced_values(plan)
+    replaced = planning.replaced_values(plan, inputs.spec_schema)
     record_ref = kyma.ref(kyma.BACKUP_NAMESPACE, kyma.CR_VALUES_CONFIGMAP)
     if settings.dry_run:
         keeps = f", keeping the values it replaces in ConfigMap {record_ref}" if replaced else ""

@@ -265,9 +265,8 @@ def user_config(
     )
 
 
-def schema_type(schema: dict[str, Any] | None, path: FieldPath) -> str | None:
-    """The OpenAPI type the schema gives the field at `path`, or None when it gives none
-    (unknown field, int-or-string, preserved unknown fields)."""
+def schema_node(schema: dict[str, Any] | None, path: FieldPath) -> dict[str, Any] | None:
+    """The schema of the field at `path`, or None when the schema does not describe it."""
     node = schema or {}
     for key in path:
         if node.get("type") == "array" or key == "[]":
@@ -280,7 +279,13 @@ def schema_type(schema: dict[str, Any] | None, path: FieldPath) -> str | None:
             node = node["additionalProperties"]
         else:
             return None
-    found = node.get("type")
+    return node
+
+
+def schema_type(schema: dict[str, Any] | None, path: FieldPath) -> str | None:
+    """The OpenAPI type the schema gives the field at `path`, or None when it gives none
+    (unknown field, int-or-string, preserved unknown fields)."""
+    found = (schema_node(schema, path) or {}).get("type")
     return str(found) if found else None
 
 
@@ -453,16 +458,21 @@ def plan(inputs: Inputs, source: Source | None = None) -> Plan:
     )
 
 
-def replaced_values(plan: Plan) -> dict[str, Any]:
+def replaced_values(plan: Plan, spec_schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The values of the CR's spec.config that the migration replaces with different ones, as
     they were (nested under their spec.config paths): what a person set there before the
-    migration. The module's placeholder (`auto-provision`) is no one's value."""
+    migration. No one's values: the module's placeholder (`auto-provision`) and a field's
+    default in the CRD (`spec_schema`), which the module's CR or the apiserver filled in."""
     found: dict[str, Any] = {}
     prefix = "spec.config."
+    config_schema = ((spec_schema or {}).get("properties") or {}).get("config")
     for change in plan.changes:
         if not change.path.startswith(prefix) or change.old is MISSING:
             continue
         if change.old == backups.PLACEHOLDER or change.new is MISSING:
+            continue
+        node = schema_node(config_schema, tuple(change.path[len(prefix) :].split(".")))
+        if node is not None and "default" in node and node["default"] == change.old:
             continue
         _set(found, tuple(change.path[len(prefix) :].split(".")), copy.deepcopy(change.old))
     return found

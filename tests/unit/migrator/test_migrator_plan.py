@@ -358,3 +358,32 @@ def test_planning_does_not_modify_its_inputs() -> None:
     before = copy.deepcopy(given.cr)
     planning.plan(given)
     assert given.cr == before
+
+
+def test_a_crd_default_the_migration_replaces_is_no_ones_value() -> None:
+    """The module's CR carries `tenantMode: dedicated`, the CRD's default: a shared-mode
+    migration replaces it, and that is not a value a person set before the migration. A value
+    that is neither the default nor the placeholder is one."""
+    schema: dict[str, Any] = copy.deepcopy(SCHEMA)
+    properties = schema["properties"]["config"]["properties"]
+    properties["tenantMode"] = {"type": "string", "default": "dedicated"}
+    shared = USER_CONFIG.replace("tenantMode: dedicated", "tenantMode: shared")
+    persons = copy.deepcopy(CR)
+    persons["spec"]["config"]["servers"]["businessDataTunnel"]["externalHost"] = "mine.example"
+    result = planning.plan(
+        inputs(
+            shared,
+            cr=persons,
+            spec_schema=schema,
+            secrets_found={"connectivity-proxy-service-key": True},
+        )
+    )
+    replaced = planning.replaced_values(result, schema)
+    assert replaced == {
+        "servers": {
+            "businessDataTunnel": {"externalHost": "mine.example"},
+            "proxy": {"http": {"enabled": True, "port": 1}},  # the CR's own, not defaults
+        }
+    }
+    # Without the CRD's word, the default counts as set (nothing is dropped unknowingly).
+    assert "tenantMode" in planning.replaced_values(result)
